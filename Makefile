@@ -1,0 +1,58 @@
+# One entry point for people and CI.  `make start` runs the whole stack; `make test` is what CI runs.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+KAFKA := kafka/kafka.sh
+KAFKA_PORT ?= 9092
+export KAFKA_PORT
+
+.PHONY: env build start stop tail clean test kafka kafka-stop bench chromium help
+
+help:
+	@echo "make start   run the stack (Docker if an engine answers, else local processes) and print the dashboard URL"
+	@echo "make stop    stop it;  make tail  follow its logs;  make test  run the test suite;  make bench  measure the engine"
+	@echo "make env     create $(VENV) and install;  make kafka / kafka-stop  the local broker;  make clean  remove all state"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+env: $(STAMP)
+
+# Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
+chromium:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+build: env
+	@if docker info >/dev/null 2>&1; then docker compose build; else echo "no Docker engine: nothing to build beyond $(VENV)"; fi
+
+kafka:
+	@$(KAFKA) start
+
+kafka-stop:
+	@$(KAFKA) stop
+
+start: env
+	@$(PY) -m star_leaders.stack start
+
+stop:
+	@$(PY) -m star_leaders.stack stop
+
+tail:
+	@$(PY) -m star_leaders.stack tail
+
+# Starts the broker if needed, runs pytest, stops the broker only if this run started it.
+test: env chromium
+	@started=0; if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start && started=1; fi; \
+	$(PY) -m pytest -q -ra; rc=$$?; \
+	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
+
+bench: env kafka
+	@$(PY) -m wallaroo.bench
+
+clean: stop
+	-$(KAFKA) clean
+	rm -rf $(VENV) .stack *.egg-info
