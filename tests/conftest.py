@@ -1,0 +1,79 @@
+"""Shared fixtures: the real local Kafka broker (started if absent) and topic helpers."""
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+
+
+@pytest.fixture(scope="session")
+def kafka():
+    """Bootstrap address of a broker that answers; starts `kafka/kafka.sh` when none does."""
+    script = ROOT / "kafka" / "kafka.sh"
+    if subprocess.run([str(script), "status"], capture_output=True).returncode != 0:
+        subprocess.run([str(script), "start"], check=True)
+    return BOOTSTRAP
+
+
+@pytest.fixture
+def topic_name():
+    """Makes topic names unique to one test, so tests never see each other's records."""
+    def make(prefix: str) -> str:
+        return f"{prefix}-{uuid.uuid4().hex[:8]}"
+    return make
+
+
+@pytest.fixture
+def admin(kafka):
+    from confluent_kafka.admin import AdminClient
+    return AdminClient({"bootstrap.servers": kafka})
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
+        [NewTopic(name, partitions, 1, config=config or {})])
+    futures[name].result(30)
+
+
+def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, idle_s: float = 3.0,
+               expect: int | None = None, timeout_s: float = 120.0):
+    """Every record of `topic` from the beginning (read_committed by default), as Message objects.
+
+    Stops when `expect` records arrived, or when nothing new came for `idle_s`; never longer than `timeout_s`."""
+    import time
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                  "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
+    md = c.list_topics(topic, timeout=10).topics[topic]
+    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    out, last, start = [], time.monotonic(), time.monotonic()
+    try:
+        while time.monotonic() - start < timeout_s:
+            if expect is not None and len(out) >= expect:
+                # linger briefly so duplicates (which would make the count wrong) are seen too
+                extra = c.consume(1000, 1.0)
+                out.extend(m for m in extra if not m.error())
+                break
+            batch = c.consume(1000, 0.5)
+            msgs = [m for m in batch if not m.error()]
+            if msgs:
+                out.extend(msgs)
+                last = time.monotonic()
+            elif expect is None and time.monotonic() - last > idle_s:
+                break
+    finally:
+        c.close()
+    return out
+
+
+@pytest.fixture
+def python():
+    return sys.executable
