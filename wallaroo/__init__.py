@@ -1,0 +1,22 @@
+"""Wallaroo's 0.4 Python application API, running on Kafka.
+
+An application module defines `application_setup(args)` returning `ApplicationBuilder(...).build()`;
+`machida --application-module NAME ...` runs it on Kafka, `wallaroo.testing.run_local` runs it in memory.
+
+State classes may define `on_event_time(self, event_time_ms)`, called whenever the stream's event time
+(carried on Kafka timestamps, see docs in README) moves on for the state's partition, even when no record
+for that partition arrives. It returns `(output or None, state_changed)` like a state computation; the
+output continues through the steps after the state step of the first pipeline that uses the state.
+"""
+from .builder import Application, ApplicationBuilder, ApplicationError
+from .context import event_time
+from .decorators import (computation, computation_multi, decoder, encoder, partition,
+                         state_computation, state_computation_multi)
+from .kafka import (KafkaSinkConfig, KafkaSourceConfig, kafka_parse_sink_options,
+                    kafka_parse_source_options)
+
+__all__ = [
+    "Application", "ApplicationBuilder", "ApplicationError", "KafkaSinkConfig", "KafkaSourceConfig",
+    "computation", "computation_multi", "decoder", "encoder", "event_time", "kafka_parse_sink_options",
+    "kafka_parse_source_options", "partition", "state_computation", "state_computation_multi",
+]
