@@ -36,13 +36,13 @@ kafka-stop:
 	@$(KAFKA) stop
 
 start: env
-	@$(PY) -m star_leaders.stack start
+	@scripts/stack.sh start
 
 stop:
-	@$(PY) -m star_leaders.stack stop
+	@scripts/stack.sh stop
 
 tail:
-	@$(PY) -m star_leaders.stack tail
+	@scripts/stack.sh tail
 
 # Starts the broker if needed, runs pytest, stops the broker only if this run started it.
 test: env chromium
