@@ -37,8 +37,8 @@ def admin(kafka):
 
 def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
-    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(name, partitions, 1, config=config or {})])
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
     futures[name].result(30)
 
 
