@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# Runs the whole star-leaders stack: Kafka, the archive streamer, two star_leaders workers and the
+# dashboard.  `make start|stop|tail` call this script.
+#
+# Usage: scripts/stack.sh start|stop|restart|status|tail|env
+#   start    Docker engine answering (`docker info`): `docker compose up -d --build` (docker-compose.yaml).
+#            Otherwise local processes: the local broker (kafka/kafka.sh) and honcho running ./Procfile in
+#            the background; waits until the dashboard answers, then prints its URL.  Starting twice
+#            does not start two stacks.
+#   stop     stops what `start` started: honcho and its processes, and the local broker only if this
+#            stack started it (a broker that was already running, e.g. for tests, is left alone).
+#   status   what runs;  tail  follows the stack's logs;  env  prints the settings below as `export` lines
+#            (`eval "$(scripts/stack.sh env)" && .venv/bin/honcho start` runs the Procfile by hand).
+#
+# Settings (environment variables).  This block is the one place for the local stack's defaults; the
+# Docker stack reads the same variables in docker-compose.yaml, with the defaults noted there.
+#   STAR_LEADERS_SOURCE       synthetic         where events come from: `synthetic` (built-in generator,
+#                                               works offline), a URL (https://data.gharchive.org for the
+#                                               real GH Archive) or a folder of YYYY-MM-DD-H.json.gz files
+#   STAR_LEADERS_START        2015-01-01-0      first archive hour, YYYY-MM-DD-H (UTC)
+#   STAR_LEADERS_HOURS        72                archive hours to replay (three days; the streamer then idles)
+#   STAR_LEADERS_SPEEDUP      24                archive seconds per wall second: one archive hour per 150 s
+#   STAR_LEADERS_KAFKA        127.0.0.1:$KAFKA_PORT  (KAFKA_PORT defaults to 9092) Kafka bootstrap
+#                                               servers; the local broker is started only when this is
+#                                               127.0.0.1:$KAFKA_PORT or localhost:$KAFKA_PORT
+#   STAR_LEADERS_PORT         5000              dashboard port on 127.0.0.1
+#   STAR_LEADERS_EVENTS_TOPIC gharchive         topic the streamer fills and the workers read
+#   STAR_LEADERS_LEADERBOARD_TOPIC leaderboard  topic the workers write and the dashboard shows
+#   STAR_LEADERS_APP_ID       star-leaders      the workers' consumer group and internal-topic prefix;
+#                                               two stacks on one broker need different ids and topics
+#   STAR_LEADERS_MODE         auto              auto | docker | local
+#   STAR_LEADERS_STATE_DIR    .stack            pid file, logs and markers of the local stack
+#   STAR_LEADERS_START_TIMEOUT 90               seconds `start` waits for the dashboard to answer
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+: "${KAFKA_PORT:=9092}"
+export KAFKA_PORT
+: "${STAR_LEADERS_MODE:=auto}"
+: "${STAR_LEADERS_STATE_DIR:=$root/.stack}"
+: "${STAR_LEADERS_START_TIMEOUT:=90}"
+state=$STAR_LEADERS_STATE_DIR
+pidfile=$state/honcho.pid
+log=$state/stack.log
+broker_marker=$state/broker-started-by-stack
+mode_file=$state/mode
+port_file=$state/port
+venv=$root/${VENV:-.venv}
+kafka_sh=$root/kafka/kafka.sh
+
+# The local stack's settings (see the header).  Not applied to the Docker stack, whose defaults live in
+# docker-compose.yaml (it streams the real archive by default).
+local_settings() {
+  : "${STAR_LEADERS_SOURCE:=synthetic}"
+  : "${STAR_LEADERS_START:=2015-01-01-0}"
+  : "${STAR_LEADERS_HOURS:=72}"
+  : "${STAR_LEADERS_SPEEDUP:=24}"
+  : "${STAR_LEADERS_KAFKA:=127.0.0.1:$KAFKA_PORT}"
+  : "${STAR_LEADERS_PORT:=5000}"
+  : "${STAR_LEADERS_EVENTS_TOPIC:=gharchive}"
+  : "${STAR_LEADERS_LEADERBOARD_TOPIC:=leaderboard}"
+  : "${STAR_LEADERS_APP_ID:=star-leaders}"
+  export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA \
+    STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID
+}
+settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA
+  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID"
+
+say() { echo "stack: $*"; }
+die() { echo "stack: $*" >&2; exit 1; }
+
+python_bin() { if [ -x "$venv/bin/python" ]; then echo "$venv/bin/python"; else echo python3; fi; }
+
+# HTTP 200 from the dashboard's API?
+answers() {
+  "$(python_bin)" - "$1" <<'PY' >/dev/null 2>&1
+import sys, urllib.request
+try:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/leaders", timeout=2) as r:
+        sys.exit(0 if r.status == 200 else 1)
+except Exception:
+    sys.exit(1)
+PY
+}
+
+# Is anything listening on 127.0.0.1:PORT?
+port_busy() {
+  "$(python_bin)" - "$1" <<'PY' >/dev/null 2>&1
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
+except OSError:
+    sys.exit(1)
+PY
+}
+
+# The recorded honcho pid, if that process is alive and is honcho (pid files go stale, pids get reused).
+honcho_pid() {
+  [ -f "$pidfile" ] || return 1
+  local pid
+  pid=$(tr -dc 0-9 < "$pidfile")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  ps -o command= -p "$pid" 2>/dev/null | grep -q honcho || return 1
+  echo "$pid"
+}
+
+descendants() {  # every live descendant pid of $1
+  ps -A -o pid= -o ppid= | awk -v root="$1" '
+    { parent[$1] = $2; pids[NR] = $1 }
+    END {
+      changed = 1; mark[root] = 1
+      while (changed) { changed = 0
+        for (i in pids) { p = pids[i]; if (!(p in mark) && (parent[p] in mark)) { mark[p] = 1; changed = 1 } } }
+      for (p in mark) if (p != root) print p
+    }'
+}
+
+broker_is_local() {
+  case "$STAR_LEADERS_KAFKA" in
+    "127.0.0.1:$KAFKA_PORT" | "localhost:$KAFKA_PORT") return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+docker_answers() {
+  command -v docker >/dev/null 2>&1 || return 1
+  if command -v timeout >/dev/null 2>&1; then timeout 15 docker info >/dev/null 2>&1; else docker info >/dev/null 2>&1; fi
+}
+
+compose() {
+  if docker compose version >/dev/null 2>&1; then docker compose "$@"
+  elif command -v docker-compose >/dev/null 2>&1; then docker-compose "$@"
+  else die "the Docker engine answers but neither 'docker compose' nor 'docker-compose' is installed; install the compose plugin, or run without Docker: STAR_LEADERS_MODE=local make start"
+  fi
+}
+
+use_docker() {
+  case "$STAR_LEADERS_MODE" in
+    docker) docker_answers || die "STAR_LEADERS_MODE=docker but no Docker engine answers (docker info)"; return 0 ;;
+    local) return 1 ;;
+    auto) docker_answers ;;
+    *) die "STAR_LEADERS_MODE must be auto, docker or local, not '$STAR_LEADERS_MODE'" ;;
+  esac
+}
+
+print_url() {
+  say "dashboard: http://127.0.0.1:$1/"
+  say "follow the logs with 'make tail' (scripts/stack.sh tail); stop with 'make stop' (scripts/stack.sh stop)"
+}
+
+wait_for_dashboard() {  # port, timeout seconds, pid to watch (or empty)
+  local port=$1 limit=$2 watch=${3:-} waited=0
+  while ! answers "$port"; do
+    if [ -n "$watch" ] && ! kill -0 "$watch" 2>/dev/null; then
+      echo "stack: the stack exited during start-up; last lines of $log:" >&2
+      tail -n 40 "$log" >&2 || true
+      rm -f "$pidfile"
+      exit 1
+    fi
+    if [ "$waited" -ge "$limit" ]; then return 1; fi
+    sleep 1; waited=$((waited + 1))
+  done
+}
+
+start_docker() {
+  local port=${STAR_LEADERS_PORT:-5000}
+  mkdir -p "$state"
+  say "Docker engine found: docker compose up -d --build"
+  compose up -d --build
+  echo docker > "$mode_file"
+  echo "$port" > "$port_file"
+  if ! wait_for_dashboard "$port" "$STAR_LEADERS_START_TIMEOUT" ""; then
+    echo "stack: the dashboard did not answer on http://127.0.0.1:$port/ within ${STAR_LEADERS_START_TIMEOUT} s; last log lines:" >&2
+    compose logs --tail 40 >&2 || true
+    exit 1
+  fi
+  print_url "$port"
+}
+
+start_local() {
+  local_settings
+  mkdir -p "$state"
+  local pid
+  if pid=$(honcho_pid); then
+    say "already running (honcho pid $pid)"
+    print_url "$(cat "$port_file" 2>/dev/null || echo "$STAR_LEADERS_PORT")"
+    return
+  fi
+  rm -f "$pidfile"
+  [ -x "$venv/bin/honcho" ] || make -C "$root" env
+  [ -x "$venv/bin/honcho" ] || die "$venv/bin/honcho is missing after 'make env'"
+  if port_busy "$STAR_LEADERS_PORT"; then
+    die "something already listens on 127.0.0.1:$STAR_LEADERS_PORT; stop it or pick another port: STAR_LEADERS_PORT=5001 make start"
+  fi
+
+  if broker_is_local; then
+    if "$kafka_sh" status >/dev/null 2>&1; then
+      # A marker left by an earlier run of this stack (that was not stopped) keeps the broker ours.
+      [ -f "$broker_marker" ] || say "using the broker already running on 127.0.0.1:$KAFKA_PORT (stop leaves it running)"
+    else
+      "$kafka_sh" start
+      touch "$broker_marker"
+    fi
+  else
+    say "using the Kafka brokers at $STAR_LEADERS_KAFKA (no local broker started)"
+  fi
+
+  [ -f "$log" ] && mv -f "$log" "$log.1"
+  {
+    echo "=== star-leaders stack starting $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    for name in $settings_names; do echo "    $name=${!name}"; done
+  } > "$log"
+  # setsid: honcho leads its own process group, so `stop` can signal it without touching the caller
+  # and Ctrl-C in the terminal that ran `make start` does not reach the stack.  honcho starts each
+  # service in a session of its own and signals those when it gets SIGTERM.
+  PATH="$venv/bin:$PATH" PYTHONUNBUFFERED=1 nohup setsid "$venv/bin/honcho" --no-colour \
+    -f "$root/Procfile" -d "$root" start >> "$log" 2>&1 < /dev/null &
+  pid=$!
+  echo "$pid" > "$pidfile"
+  echo local > "$mode_file"
+  echo "$STAR_LEADERS_PORT" > "$port_file"
+  say "started honcho (pid $pid): streamer, primary, secondary, dashboard; logs in $log"
+  say "source=$STAR_LEADERS_SOURCE start=$STAR_LEADERS_START hours=$STAR_LEADERS_HOURS speedup=${STAR_LEADERS_SPEEDUP}x kafka=$STAR_LEADERS_KAFKA"
+  if ! wait_for_dashboard "$STAR_LEADERS_PORT" "$STAR_LEADERS_START_TIMEOUT" "$pid"; then
+    echo "stack: the dashboard did not answer on http://127.0.0.1:$STAR_LEADERS_PORT/api/leaders within ${STAR_LEADERS_START_TIMEOUT} s; last lines of $log:" >&2
+    tail -n 40 "$log" >&2 || true
+    echo "stack: the stack is still running; 'scripts/stack.sh stop' stops it" >&2
+    exit 1
+  fi
+  print_url "$STAR_LEADERS_PORT"
+}
+
+stop_local() {
+  local pid kids waited=0
+  if pid=$(honcho_pid); then
+    kids=$(descendants "$pid")
+    say "stopping honcho (pid $pid) and its processes"
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    # honcho gives its processes 5 s after SIGTERM before it SIGKILLs them
+    while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 20 ]; do sleep 0.5; waited=$((waited + 1)); done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "honcho did not exit within 10 s: killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    # Anything honcho left behind (it was killed, or a service ignored it) goes too.
+    local left="" k
+    for k in $kids; do kill -0 "$k" 2>/dev/null && left="$left $k"; done
+    if [ -n "$left" ]; then
+      # shellcheck disable=SC2086  # a list of pids
+      kill -TERM $left 2>/dev/null || true
+      sleep 3
+      for k in $left; do if kill -0 "$k" 2>/dev/null; then kill -KILL "$k" 2>/dev/null || true; fi; done
+    fi
+    say "stopped"
+  else
+    say "no local stack running"
+  fi
+  rm -f "$pidfile"
+  if [ -f "$broker_marker" ]; then
+    "$kafka_sh" stop || true
+    rm -f "$broker_marker"
+  fi
+}
+
+stop() {
+  if [ "$(cat "$mode_file" 2>/dev/null)" = docker ]; then
+    if docker_answers; then compose down; else say "no Docker engine answers; nothing to stop there"; fi
+    rm -f "$mode_file"
+  fi
+  stop_local
+  rm -f "$mode_file" "$port_file"
+}
+
+status() {
+  local pid port rc=0
+  port=$(cat "$port_file" 2>/dev/null || echo "${STAR_LEADERS_PORT:-5000}")
+  if [ "$(cat "$mode_file" 2>/dev/null)" = docker ]; then
+    compose ps
+  elif pid=$(honcho_pid); then
+    say "local stack running (honcho pid $pid); logs in $log"
+  else
+    say "no local stack running"; rc=3
+  fi
+  if answers "$port"; then say "dashboard answering: http://127.0.0.1:$port/"; else say "dashboard not answering on port $port"; fi
+  if [ -f "$broker_marker" ]; then say "local broker started by this stack"; fi
+  return $rc
+}
+
+tail_logs() {
+  if [ "$(cat "$mode_file" 2>/dev/null)" = docker ]; then compose logs -f --tail 100; return; fi
+  [ -f "$log" ] || die "no log yet at $log: start the stack with 'make start'"
+  exec tail -n 100 -F "$log"
+}
+
+case "${1:-}" in
+  start) if use_docker; then start_docker; else start_local; fi ;;
+  stop) stop ;;
+  restart) stop; if use_docker; then start_docker; else start_local; fi ;;
+  status) status ;;
+  tail) tail_logs ;;
+  env) local_settings; for name in $settings_names; do printf 'export %s=%q\n' "$name" "${!name}"; done ;;
+  *) echo "usage: $0 start|stop|restart|status|tail|env" >&2; exit 2 ;;
+esac
