@@ -1,0 +1,1 @@
+"""Live web dashboard for the star_leaders leaderboard topic (see dashboard/app.py)."""

@@ -1,0 +1,395 @@
+/* Star Leaders live page.
+ *
+ * Data arrives over server-sent events from /stream ("leaders" on change, "health" every ~1.5 s);
+ * EventSource reconnects by itself.  Every string in the data comes from the public GitHub archive
+ * and is untrusted: it only ever reaches the DOM through textContent / setAttribute on elements
+ * built here (never innerHTML), and URLs become links only when they point at https://github.com/.
+ */
+(function () {
+  "use strict";
+
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var GITHUB = "https://github.com/";
+  var REPO_RE = /^[A-Za-z0-9_.-]+\/[A-Za-z0-9_.-]+$/;
+  var ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
+  var HOUR_MS = 3600 * 1000;
+
+  var body = document.body;
+  var cfg = {
+    topic: body.getAttribute("data-topic") || "leaderboard",
+    sourceTopic: body.getAttribute("data-source-topic") || "gharchive",
+    group: body.getAttribute("data-group") || "star-leaders",
+    kafka: body.getAttribute("data-kafka") || ""
+  };
+
+  var state = {
+    leaders: [],
+    eventTime: null,          // ms since epoch, or null
+    health: null,
+    healthAt: 0,              // Date.now() when health arrived
+    streamOpen: false,
+    prevRanks: null,          // Map repo -> rank of the previous non-empty render
+    source: null
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+
+  function svgEl(tag, attrs) {
+    var e = document.createElementNS(SVG_NS, tag);
+    for (var k in attrs) if (Object.prototype.hasOwnProperty.call(attrs, k)) e.setAttribute(k, String(attrs[k]));
+    return e;
+  }
+
+  function str(v) { return typeof v === "string" ? v : ""; }
+  function int(v) { return typeof v === "number" && isFinite(v) ? Math.max(0, Math.floor(v)) : 0; }
+
+  /* A link only for https://github.com/...; anything else (javascript:, data:, http:) is plain text. */
+  function safeUrl(u) {
+    return typeof u === "string" && u.indexOf(GITHUB) === 0 && !/[\s\u0000-\u001f\u007f]/.test(u) ? u : null;
+  }
+
+  function linkOrText(url, text, cls) {
+    var safe = safeUrl(url);
+    var e = el(safe ? "a" : "span", cls, text);
+    if (safe) {
+      e.href = safe;
+      e.target = "_blank";
+      e.rel = "noopener noreferrer";
+    }
+    return e;
+  }
+
+  function parseTime(s) {
+    if (typeof s !== "string" || !ISO_RE.test(s)) return null;
+    var t = Date.parse(s);
+    return isNaN(t) ? null : t;
+  }
+
+  function pad(n) { return (n < 10 ? "0" : "") + n; }
+  function fmtDate(ms) {
+    var d = new Date(ms);
+    return d.getUTCFullYear() + "-" + pad(d.getUTCMonth() + 1) + "-" + pad(d.getUTCDate());
+  }
+  function fmtHM(ms) { var d = new Date(ms); return pad(d.getUTCHours()) + ":" + pad(d.getUTCMinutes()); }
+  function fmtHMS(ms) { return fmtHM(ms) + ":" + pad(new Date(ms).getUTCSeconds()); }
+  function floorHour(ms) { return Math.floor(ms / HOUR_MS) * HOUR_MS; }
+
+  function fmtNum(n) { return int(n).toLocaleString("en-US"); }
+  function fmtRate(v) {
+    if (typeof v !== "number" || !isFinite(v)) return "\u2014";
+    if (v > 0 && v < 10) return v.toFixed(1);
+    return Math.round(v).toLocaleString("en-US");
+  }
+
+  function fmtAgo(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s <= 1 ? "just now" : s + " s ago";
+    var m = Math.round(s / 60);
+    if (m < 60) return m + " min ago";
+    var h = Math.round(m / 60);
+    if (h < 48) return h + " h ago";
+    return Math.round(h / 24) + " d ago";
+  }
+
+  /* ---------- icons ---------- */
+
+  function icon(kind) {
+    var s = svgEl("svg", { viewBox: "0 0 16 16", width: 16, height: 16, "class": "icon icon-" + kind, "aria-hidden": "true" });
+    var paths = kind === "fork"
+      ? ["M5 2.75a1.25 1.25 0 1 1-2.5 0 1.25 1.25 0 0 1 2.5 0z", "M13.5 2.75a1.25 1.25 0 1 1-2.5 0 1.25 1.25 0 0 1 2.5 0z",
+         "M9.25 13.25a1.25 1.25 0 1 1-2.5 0 1.25 1.25 0 0 1 2.5 0z", "M3.75 4v1.25c0 .97.78 1.75 1.75 1.75h5c.97 0 1.75-.78 1.75-1.75V4", "M8 7v4.75"]
+      : ["M5 3a1.25 1.25 0 1 1-2.5 0A1.25 1.25 0 0 1 5 3z", "M5 13a1.25 1.25 0 1 1-2.5 0A1.25 1.25 0 0 1 5 13z",
+         "M13.5 13a1.25 1.25 0 1 1-2.5 0 1.25 1.25 0 0 1 2.5 0z", "M3.75 4.25v7.5", "M12.25 11.75V6.5c0-1.1-.9-2-2-2H7.5", "M9 2.75 7.25 4.5 9 6.25"];
+    paths.forEach(function (d) { s.appendChild(svgEl("path", { d: d })); });
+    return s;
+  }
+
+  /* ---------- sparkline ---------- */
+
+  function sparkline(hourly, repo) {
+    var W = 168, H = 40, P = 3;
+    var v = Array.isArray(hourly) ? hourly.slice(-24).map(int) : [];
+    while (v.length < 24) v.unshift(0);
+    var max = Math.max.apply(null, v), scale = Math.max(1, max);
+    var x = function (i) { return P + i * (W - 2 * P) / 23; };
+    var y = function (n) { return H - P - (n / scale) * (H - 2 * P - 2); };
+    var line = v.map(function (n, i) { return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(n).toFixed(1); }).join(" ");
+    var area = line + " L" + x(23).toFixed(1) + " " + (H - P) + " L" + x(0).toFixed(1) + " " + (H - P) + " Z";
+
+    var peak = v.indexOf(max);
+    var lastHour = state.eventTime === null ? null : floorHour(state.eventTime);
+    function hourLabel(i) {
+      if (lastHour === null) return (23 - i) ? (23 - i) + " h before the latest hour" : "latest hour";
+      var start = lastHour - (23 - i) * HOUR_MS;
+      return fmtHM(start) + "\u2013" + fmtHM(start + HOUR_MS - 60000) + " UTC";
+    }
+    var summary = "Stars per hour over the last 24 h for " + repo + ": peak " + fmtNum(max) +
+      (max > 0 ? " (" + hourLabel(peak) + ")" : "") + ", latest hour " + fmtNum(v[23]);
+
+    var s = svgEl("svg", { viewBox: "0 0 " + W + " " + H, "class": "spark", role: "img",
+                           preserveAspectRatio: "none", "aria-label": summary });
+    var t = svgEl("title", {}); t.textContent = summary; s.appendChild(t);
+    s.appendChild(svgEl("line", { x1: P, x2: W - P, y1: H - P + 0.5, y2: H - P + 0.5, "class": "spark-base" }));
+    s.appendChild(svgEl("path", { d: area, "class": "spark-area" }));
+    s.appendChild(svgEl("path", { d: line, "class": "spark-line" }));
+    s.appendChild(svgEl("circle", { cx: x(23), cy: y(v[23]), r: 2.6, "class": "spark-dot" }));
+    // one invisible column per hour, each with its own tooltip
+    var colW = (W - 2 * P) / 23;
+    v.forEach(function (n, i) {
+      var r = svgEl("rect", { x: Math.max(0, x(i) - colW / 2), y: 0, width: colW, height: H, "class": "spark-hit" });
+      var tt = svgEl("title", {}); tt.textContent = hourLabel(i) + ": " + fmtNum(n) + (n === 1 ? " star" : " stars");
+      r.appendChild(tt);
+      s.appendChild(r);
+    });
+    return s;
+  }
+
+  /* ---------- one leader ---------- */
+
+  function repoCell(repo) {
+    var cell = el("div", "repo");
+    var valid = REPO_RE.test(repo);
+    var target = valid ? el("a", "repo-link") : el("span", "repo-link");
+    if (valid) {
+      target.href = GITHUB + repo;
+      target.target = "_blank";
+      target.rel = "noopener noreferrer";
+      var slash = repo.indexOf("/");
+      target.appendChild(el("span", "repo-owner", repo.slice(0, slash + 1)));
+      target.appendChild(el("span", "repo-name", repo.slice(slash + 1)));
+    } else {
+      target.textContent = repo;
+    }
+    target.title = repo;
+    cell.appendChild(target);
+    return cell;
+  }
+
+  function eventItem(ev) {
+    var type = str(ev.type);
+    var kind = type === "ForkEvent" ? "fork" : type === "PullRequestEvent" ? "pr" : "other";
+    var li = el("li", "event event-" + kind);
+    li.appendChild(kind === "other" ? el("span", "icon icon-other", "\u2022") : icon(kind));
+    var text = el("span", "event-text");
+    text.appendChild(el("span", "actor", str(ev.actor) || "someone"));
+    if (kind === "fork") {
+      text.appendChild(document.createTextNode(" forked to "));
+      text.appendChild(linkOrText(ev.url, str(ev.name) || str(ev.url) || "a fork", "event-link"));
+    } else if (kind === "pr") {
+      var action = str(ev.action) || "updated";
+      text.appendChild(document.createTextNode(" " + action + " "));
+      var num = typeof ev.number === "number" ? "#" + int(ev.number) : "a pull request";
+      text.appendChild(linkOrText(ev.url, num, "event-link"));
+      if (str(ev.title)) {
+        text.appendChild(document.createTextNode(" "));
+        var title = el("span", "pr-title", ev.title);
+        title.title = ev.title;
+        text.appendChild(title);
+      }
+    } else {
+      text.appendChild(document.createTextNode(" " + (type || "event")));
+      if (safeUrl(ev.url)) {
+        text.appendChild(document.createTextNode(" "));
+        text.appendChild(linkOrText(ev.url, "view", "event-link"));
+      }
+    }
+    li.appendChild(text);
+    var at = parseTime(ev.created_at);
+    if (at !== null) {
+      var tm = el("time", "event-time", state.eventTime !== null ? fmtAgo(state.eventTime - at) : fmtHM(at) + " UTC");
+      tm.setAttribute("datetime", new Date(at).toISOString());
+      tm.title = fmtDate(at) + " " + fmtHMS(at) + " UTC (archive time)";
+      li.appendChild(tm);
+    }
+    return li;
+  }
+
+  function leaderItem(ld, rank) {
+    var repo = str(ld.repo);
+    var li = el("li", "leader");
+    li.setAttribute("data-repo", repo);
+
+    var rankCell = el("div", "rank");
+    rankCell.appendChild(el("span", "rank-num", rank));
+    if (state.prevRanks) {
+      var before = state.prevRanks.get(repo);
+      var move = null;
+      if (before === undefined) move = ["new", "new"];
+      else if (before > rank) move = ["up", "\u25B2" + (before - rank)];
+      else if (before < rank) move = ["down", "\u25BC" + (rank - before)];
+      if (move) {
+        var badge = el("span", "move move-" + move[0], move[1]);
+        badge.title = move[0] === "new" ? "new in the top 10" : "was #" + before;
+        rankCell.appendChild(badge);
+        li.classList.add("changed", "changed-" + move[0]);
+      }
+    }
+    li.appendChild(rankCell);
+    li.appendChild(repoCell(repo));
+
+    var events = Array.isArray(ld.recent_events) ? ld.recent_events.slice(0, 3) : [];
+    var list = el("ul", "events");
+    events.forEach(function (ev) { if (ev && typeof ev === "object") list.appendChild(eventItem(ev)); });
+    if (!list.childNodes.length) list.appendChild(el("li", "event event-none", "No forks or pull requests in the window yet."));
+    li.appendChild(list);
+
+    var spark = el("div", "trend");
+    spark.appendChild(sparkline(ld.hourly, repo));
+    li.appendChild(spark);
+
+    var stars = el("div", "stars");
+    stars.appendChild(el("span", "stars-count", fmtNum(ld.stars)));
+    stars.appendChild(el("span", "stars-unit", "\u2605 in 24 h"));
+    li.appendChild(stars);
+    return li;
+  }
+
+  /* ---------- whole page ---------- */
+
+  function renderLeaders(data) {
+    if (!data || typeof data !== "object") return;
+    var leaders = Array.isArray(data.leaders) ? data.leaders.filter(function (l) {
+      return l && typeof l === "object" && typeof l.repo === "string";
+    }).slice(0, 10) : [];
+    state.eventTime = parseTime(data.event_time);
+    state.leaders = leaders;
+    renderClock();
+
+    var list = $("leaders");
+    var frag = document.createDocumentFragment();
+    leaders.forEach(function (ld, i) { frag.appendChild(leaderItem(ld, i + 1)); });
+    list.replaceChildren(frag);
+    var has = leaders.length > 0;
+    list.hidden = !has;
+    $("columns").hidden = !has;
+    $("empty").hidden = has;
+    if (has) {
+      var ranks = new Map();
+      leaders.forEach(function (ld, i) { ranks.set(ld.repo, i + 1); });
+      state.prevRanks = ranks;
+    }
+    renderHint();
+  }
+
+  function renderClock() {
+    var c = $("clock");
+    if (state.eventTime === null) {
+      c.setAttribute("data-state", "empty");
+      $("clock-hour").textContent = "\u2014";
+      $("clock-hour").removeAttribute("datetime");
+      $("clock-sub").textContent = "waiting for the stream";
+      return;
+    }
+    var hour = floorHour(state.eventTime);
+    c.setAttribute("data-state", "live");
+    $("clock-hour").textContent = fmtDate(hour) + " " + fmtHM(hour) + " UTC";
+    $("clock-hour").setAttribute("datetime", new Date(hour).toISOString());
+    $("clock-sub").textContent = "archive time " + fmtHMS(state.eventTime) + " UTC";
+  }
+
+  function setNote(id, parts) {
+    // parts: strings, or {code: "..."} for monospace names
+    var n = $(id);
+    n.replaceChildren();
+    parts.forEach(function (p) { n.appendChild(typeof p === "string" ? document.createTextNode(p) : el("code", null, p.code)); });
+  }
+
+  function renderHealth() {
+    var h = state.health || {};
+    var dot = $("h-dot");
+    var label;
+    if (!state.streamOpen) { dot.setAttribute("data-state", "unknown"); label = "dashboard offline"; }
+    else if (h.kafka_connected === true) { dot.setAttribute("data-state", "ok"); label = "connected"; }
+    else if (h.kafka_connected === false) { dot.setAttribute("data-state", "down"); label = "unreachable"; }
+    else { dot.setAttribute("data-state", "unknown"); label = "checking…"; }
+    $("h-kafka").textContent = label;
+    $("stat-kafka").title = str(h.error);
+
+    $("h-in").textContent = fmtRate(h.events_in_per_s);
+    $("h-out").textContent = fmtRate(h.events_out_per_s);
+    if (typeof h.consumer_lag === "number") {
+      $("h-lag").textContent = fmtNum(h.consumer_lag);
+      setNote("h-lag-note", ["events behind \u00B7 ", { code: cfg.group }]);
+    } else {
+      $("h-lag").textContent = "\u2014";
+      setNote("h-lag-note", [h.source_topic_exists === false ? "no " : "no commits yet \u00B7 ",
+                             { code: h.source_topic_exists === false ? cfg.sourceTopic : cfg.group },
+                             h.source_topic_exists === false ? " topic yet" : ""]);
+    }
+    renderUpdated();
+    renderHint();
+  }
+
+  function renderUpdated() {
+    var h = state.health;
+    var u = $("updated");
+    var last = h && parseTime(h.last_update), checked = h && parseTime(h.checked_at);
+    if (!last || !checked || !state.leaders.length) { u.textContent = ""; return; }
+    var age = Math.max(0, checked - last) + (Date.now() - state.healthAt);
+    u.textContent = "updated " + fmtAgo(age);
+  }
+
+  function renderHint() {
+    if (state.leaders.length) return;
+    var h = state.health;
+    var hint;
+    if (!state.streamOpen && !h) hint = "Connecting to the dashboard server…";
+    else if (!state.streamOpen) hint = "Lost the connection to the dashboard server — reconnecting…";
+    else if (!h || h.kafka_connected === null || h.kafka_connected === undefined) hint = "Checking Kafka at " + cfg.kafka + "…";
+    else if (h.kafka_connected === false || h.consumer_state === "waiting_for_kafka")
+      hint = "Waiting for Kafka at " + cfg.kafka + " to answer. The page keeps retrying and fills in by itself.";
+    else if (h.consumer_state === "waiting_for_topic")
+      hint = "Kafka is up, but the \u201C" + cfg.topic + "\u201D topic does not exist yet. It appears once the star_leaders app starts writing (make start).";
+    else {
+      hint = "Connected and reading \u201C" + cfg.topic + "\u201D. The leaders show up as soon as star_leaders commits its first window.";
+      if (h.malformed_records) hint += " " + fmtNum(h.malformed_records) + " malformed record(s) skipped so far.";
+    }
+    $("empty-hint").textContent = hint;
+  }
+
+  /* ---------- live connection ---------- */
+
+  function setStream(open) {
+    state.streamOpen = open;
+    $("banner").hidden = open || !state.everOpen;
+    if (open) state.everOpen = true;
+    renderHealth();
+  }
+
+  function connect() {
+    if (!window.EventSource) {
+      $("empty-hint").textContent = "This browser cannot receive live updates (no EventSource support).";
+      return;
+    }
+    var es = new EventSource("/stream");
+    state.source = es;
+    es.addEventListener("open", function () { setStream(true); });
+    es.addEventListener("error", function () {
+      setStream(false);
+      if (es.readyState === EventSource.CLOSED) {   // server refused (e.g. busy): retry ourselves
+        setTimeout(connect, 5000);
+      }
+    });
+    es.addEventListener("leaders", function (e) {
+      try { renderLeaders(JSON.parse(e.data)); } catch (err) { if (window.console) console.error(err); }
+    });
+    es.addEventListener("health", function (e) {
+      try {
+        state.health = JSON.parse(e.data);
+        state.healthAt = Date.now();
+        renderHealth();
+      } catch (err) { if (window.console) console.error(err); }
+    });
+  }
+
+  setInterval(renderUpdated, 1000);
+  renderHint();
+  connect();
+})();
