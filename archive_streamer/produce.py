@@ -1,0 +1,199 @@
+"""Kafka side: the broker check, topic creation, pacing, and a Sender that produces events.
+
+Each event becomes one record: key = repo name (UTF-8), value = the event's JSON line, timestamp =
+its created_at in ms.  Pacing follows created_at at a speedup: wall time elapsed since the first
+event ~= event time elapsed / speedup.
+"""
+import logging
+import threading
+import time
+from typing import Callable, Iterable
+
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from . import config
+
+log = logging.getLogger("archive_streamer")
+_quiet = logging.getLogger("archive_streamer.librdkafka")
+_quiet.setLevel(logging.CRITICAL)   # connection-refused chatter while we wait for a broker
+_quiet.propagate = False
+
+
+class KafkaUnavailable(Exception):
+    """The broker did not answer within the bounded wait."""
+
+
+def wait_for_broker(bootstrap: str, timeout_s: float = config.KAFKA_WAIT_S) -> None:
+    """Returns once `bootstrap` answers a metadata request; raises KafkaUnavailable after `timeout_s`."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise KafkaUnavailable(f"Kafka at {bootstrap} did not answer within {timeout_s:g} s ({last})")
+        try:
+            admin.list_topics(timeout=min(left, 5.0))
+            return
+        except KafkaException as e:
+            last = e.args[0].str() if e.args and hasattr(e.args[0], "str") else str(e)
+
+
+def ensure_topic(bootstrap: str, topic: str = config.TOPIC,
+                 partitions: int = config.DEFAULT_PARTITIONS,
+                 replication: int = config.DEFAULT_REPLICATION,
+                 topic_config: dict | None = None) -> bool:
+    """Creates `topic` if missing (True when this call created it).  An existing topic is left as
+    it is, whatever its partition count."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _quiet})
+    if topic in admin.list_topics(topic=None, timeout=10).topics:
+        return False
+    cfg = dict(config.TOPIC_CONFIG if topic_config is None else topic_config)
+    future = admin.create_topics([NewTopic(topic, partitions, replication, config=cfg)])[topic]
+    try:
+        future.result(30)
+    except KafkaException as e:
+        if e.args[0].name() == "TOPIC_ALREADY_EXISTS":   # someone else made it meanwhile
+            return False
+        raise
+    log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
+    return True
+
+
+class Pacer:
+    """Maps event time to wall time at `speedup`, one sleep per window of `window_s` wall seconds.
+
+    The pacing clock is the highest (clamped) event time seen so far, so an event stamped earlier
+    than its predecessors never makes us wait or go back: we neither sleep backwards nor reorder."""
+
+    def __init__(self, speedup: float, window_s: float = config.PACING_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep):
+        self.speedup = speedup
+        self.window_s = window_s
+        self.clock, self.sleep = clock, sleep
+        self.t0_ms: int | None = None      # event time of the first event
+        self.wall0 = 0.0                   # wall time it was sent
+        self.high_ms = 0                   # the pacing clock: never decreases
+        self.window_end = float("-inf")
+        self.sleeps = 0
+        self.slept_s = 0.0
+        self.lag_s = 0.0                   # >0: behind the target pace by that many seconds
+
+    def wait(self, ts_ms: int, lo_ms: int | None = None, hi_ms: int | None = None) -> bool:
+        """Called before each event is sent.  When the event opens a new window, sleeps until the
+        window is due and returns True; otherwise returns False at once.  `lo_ms`/`hi_ms` (the
+        bounds of the event's hour file) keep one wildly wrong created_at from stalling a replay."""
+        if self.speedup <= 0:
+            return False
+        if lo_ms is not None and ts_ms < lo_ms:
+            ts_ms = lo_ms
+        if hi_ms is not None and ts_ms > hi_ms:
+            ts_ms = hi_ms
+        if self.t0_ms is None:
+            self.t0_ms, self.high_ms, self.wall0 = ts_ms, ts_ms, self.clock()
+        elif ts_ms > self.high_ms:
+            self.high_ms = ts_ms
+        due = self.wall0 + (self.high_ms - self.t0_ms) / 1000.0 / self.speedup
+        if due < self.window_end:
+            return False
+        self.window_end = due + self.window_s
+        delay = due - self.clock()
+        if delay > 0:
+            self.sleeps += 1
+            self.slept_s += delay
+            self.sleep(delay)
+        self.lag_s = self.clock() - due
+        return True
+
+
+class Sender:
+    """Produces events to one topic at a pace; counts what the broker acknowledged.
+
+    `send(events)` may be called once per hour file; `close()` flushes.  Setting `stop` (a
+    threading.Event) makes `send` return at the next event and interrupts any pacing sleep."""
+
+    def __init__(self, bootstrap: str, topic: str = config.TOPIC, speedup: float = 0.0, *,
+                 stop: threading.Event | None = None, producer_config: dict | None = None,
+                 on_tick: Callable[["Sender"], None] | None = None, tick_s: float = 0.25):
+        self.topic = topic
+        self.stop = stop or threading.Event()
+        self.pacer = Pacer(speedup, sleep=self.stop.wait)
+        self.produced = 0                  # handed to the producer by finished send() calls
+        self._current = 0                  # ... and by the send() in progress
+        self.delivered = 0
+        self.failed = 0
+        self.first_error: str | None = None
+        self.on_tick, self.tick_s, self._next_tick = on_tick, tick_s, 0.0
+        cfg = {"bootstrap.servers": bootstrap, **config.PRODUCER_CONFIG, **(producer_config or {}),
+               "on_delivery": self._delivered}
+        self.producer = Producer(cfg)
+
+    def _delivered(self, err, msg) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = str(err)
+                log.error("delivery failed (further failures are only counted): %s", err)
+
+    @property
+    def produced_now(self) -> int:
+        """Records handed to the producer so far, including the send() in progress."""
+        return self.produced + self._current
+
+    def _tick(self, n: int) -> None:
+        self._current = n
+        self.producer.poll(0)
+        if self.on_tick is not None:
+            now = time.monotonic()
+            if now >= self._next_tick:
+                self._next_tick = now + self.tick_s
+                self.on_tick(self)
+
+    def send(self, events: Iterable, lo_ms: int | None = None, hi_ms: int | None = None) -> int:
+        """Produces (ts_ms, repo, line) events in order; returns how many were handed to the
+        producer.  Stops early when `stop` is set."""
+        produce, topic, pacer, stop = self.producer.produce, self.topic, self.pacer, self.stop
+        paced = pacer.speedup > 0
+        n = 0
+        for ts_ms, repo, line in events:
+            if stop.is_set():
+                break
+            if paced:
+                if pacer.wait(ts_ms, lo_ms, hi_ms):
+                    if stop.is_set():
+                        break
+                    self._tick(n)
+            elif n & 1023 == 0:
+                self._tick(n)
+            key = repo.encode()
+            while True:
+                try:
+                    produce(topic, line, key, timestamp=ts_ms)
+                    break
+                except BufferError:     # the local queue is full: let librdkafka drain it
+                    self.producer.poll(0.05)
+            n += 1
+        self._tick(n)
+        self.produced += n
+        self._current = 0
+        return n
+
+    def close(self, timeout_s: float = config.FLUSH_TIMEOUT_S) -> int:
+        """Flushes; returns how many records were still undelivered when `timeout_s` ran out."""
+        left = self.producer.flush(timeout_s)
+        if left:
+            log.error("%d records still undelivered after %g s", left, timeout_s)
+        return left
+
+
+def send_events(events: Iterable, bootstrap: str, topic: str = config.TOPIC,
+                speedup: float = 0.0) -> int:
+    """Produces `events` to `topic` and flushes; returns how many the broker acknowledged."""
+    sender = Sender(bootstrap, topic, speedup)
+    sender.send(events)
+    sender.close()
+    return sender.delivered
