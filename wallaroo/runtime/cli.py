@@ -1,0 +1,91 @@
+"""`machida`: run a Wallaroo application module as one worker of its Kafka consumer group."""
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from ..builder import ApplicationBuilder, ApplicationError
+from .topics import TopologyError
+from .worker import Worker, WorkerOptions
+
+# Wallaroo's own cluster flags: meaningless here (Kafka's consumer group does membership), accepted so
+# old launch scripts keep working. Flags listed as True take a value.
+WALLAROO_FLAGS = {"--cluster-initializer": False, "--ponynoblock": False, "--join": True, "--control": True,
+                  "--data": True, "--external": True, "--metrics": True, "--ponythreads": True,
+                  "--worker-count": True, "--in": True, "--out": True, "--resilience-dir": True}
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="machida", description="Run a Wallaroo 0.4-style Python application on Kafka. Every worker "
+        "started with the same application (id) joins one consumer group and shares the work and state.",
+        epilog="Other arguments are passed to the application's application_setup(args), e.g. "
+        "--kafka_source_topic, --kafka_source_brokers, --kafka_sink_topic, --kafka_sink_brokers.")
+    p.add_argument("--application-module", required=True, help="module defining application_setup(args)")
+    p.add_argument("--name", default=os.environ.get("WALLAROO_WORKER_NAME", "worker"),
+                   help="worker name, unique within the application (it names the transactional id); "
+                        "default $WALLAROO_WORKER_NAME or 'worker'")
+    p.add_argument("--application-id", default=os.environ.get("WALLAROO_APPLICATION_ID"),
+                   help="consumer group and internal topic prefix; default derived from the application's "
+                        "name. Two deployments of one application on one broker need different ids")
+    p.add_argument("--checkpoint-interval-ms", type=int, default=1000,
+                   help="how often one transaction commits outputs, state and offsets (default 1000)")
+    p.add_argument("--transaction-timeout-ms", type=int, default=10000,
+                   help="how long a crashed worker's open transaction can block readers (default 10000)")
+    p.add_argument("--session-timeout-ms", type=int, default=10000,
+                   help="how soon the group notices a worker is gone (default 10000)")
+    p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
+    return p
+
+
+def strip_wallaroo_flags(argv):
+    """Remove Wallaroo's cluster flags; return (remaining argv, names removed)."""
+    out, dropped, i = [], [], 0
+    while i < len(argv):
+        a = argv[i]
+        flag = a.split("=", 1)[0]
+        if flag in WALLAROO_FLAGS:
+            dropped.append(flag)
+            i += 2 if (WALLAROO_FLAGS[flag] and "=" not in a) else 1
+            continue
+        out.append(a)
+        i += 1
+    return out, dropped
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    argv, dropped = strip_wallaroo_flags(argv)
+    opts, _rest = parser().parse_known_args(argv)
+    logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if dropped:
+        print(f"machida: ignoring Wallaroo cluster flags {' '.join(dropped)}: workers coordinate through "
+              f"the Kafka consumer group", file=sys.stderr)
+    sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(opts.application_module)
+    except ImportError as e:
+        sys.exit(f"machida: cannot import application module {opts.application_module!r}: {e}")
+    if not hasattr(module, "application_setup"):
+        sys.exit(f"machida: module {opts.application_module!r} has no application_setup(args)")
+    try:
+        app = module.application_setup(["machida"] + argv)
+        if isinstance(app, ApplicationBuilder):
+            app = app.build()
+    except ApplicationError as e:
+        sys.exit(f"machida: the application is malformed: {e}")
+    worker = Worker(app, module, WorkerOptions(
+        name=opts.name, application_id=opts.application_id,
+        checkpoint_interval_ms=opts.checkpoint_interval_ms,
+        transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms))
+    try:
+        worker.run()
+    except TopologyError as e:
+        sys.exit(f"machida: {e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Internal topics: names derived from the application id, created on first start, checked after."""
+import logging
+import re
+import time
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger("wallaroo.topics")
+
+# A whole state object is one changelog record, so allow big ones (the broker default is 1 MB).
+MAX_STATE_BYTES = 64 * 1024 * 1024
+
+
+class TopologyError(RuntimeError):
+    """Internal topics exist but do not fit this application; the worker must not run."""
+
+
+def application_id(name: str) -> str:
+    """'Star Leaders' -> 'star-leaders': a name safe for topics and consumer groups."""
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-") or "wallaroo-app"
+
+
+def repartition_topic(app_id: str, state_name: str) -> str:
+    return f"{app_id}-{application_id(state_name)}-repartition"
+
+
+def changelog_topic(app_id: str, state_name: str) -> str:
+    return f"{app_id}-{application_id(state_name)}-changelog"
+
+
+def dead_letter_topic(app_id: str) -> str:
+    return f"{app_id}-dead-letters"
+
+
+def wait_for_topics(admin: AdminClient, topics, timeout_s: float = 3600.0, stop=lambda: False):
+    """Return {topic: partition count} once every topic exists (None if `stop()` turns true)."""
+    deadline = time.monotonic() + timeout_s
+    told = False
+    while True:
+        try:
+            md = admin.list_topics(timeout=10)
+        except KafkaException as e:
+            md = None
+            if not told:
+                log.warning("waiting for Kafka: %s", e)
+                told = True
+        if md is not None:
+            found = {t: len(md.topics[t].partitions) for t in topics
+                     if t in md.topics and md.topics[t].error is None}
+            if len(found) == len(topics):
+                return found
+            if not told:
+                log.warning("waiting for source topic(s) %s to exist", sorted(set(topics) - set(found)))
+                told = True
+        if stop():
+            return None
+        if time.monotonic() > deadline:
+            raise TopologyError(f"topics {sorted(topics)} did not appear within {timeout_s:.0f} s")
+        time.sleep(1.0)
+
+
+def ensure_topics(admin: AdminClient, wanted: dict, replication: int = 1):
+    """Create missing topics; raise TopologyError when an existing one has another partition count.
+
+    `wanted` maps topic -> (partitions, config dict)."""
+    md = admin.list_topics(timeout=10)
+    missing = [NewTopic(t, n, replication, config=cfg) for t, (n, cfg) in wanted.items() if t not in md.topics]
+    if missing:
+        for topic, fut in admin.create_topics(missing).items():
+            try:
+                fut.result(30)
+                log.info("created topic %s", topic)
+            except KafkaException as e:  # another worker created it first
+                if "TOPIC_ALREADY_EXISTS" not in str(e):
+                    raise
+        md = admin.list_topics(timeout=10)
+    for t, (n, _cfg) in wanted.items():
+        have = len(md.topics[t].partitions)
+        if have != n:
+            raise TopologyError(
+                f"topic {t} has {have} partitions but this application needs {n} (its source topics have {n}); "
+                f"state is partitioned by them, so they must match. Delete the application's internal topics "
+                f"or start it under a new --application-id.")
+
+
+def internal_topics(app_id: str, state_names, partitions: int, replication: int = 1) -> dict:
+    """The repartition and changelog topic of each state, and the dead-letter topic."""
+    wanted = {dead_letter_topic(app_id): (1, {})}
+    for name in state_names:
+        wanted[repartition_topic(app_id, name)] = (partitions, {})
+        wanted[changelog_topic(app_id, name)] = (partitions, {
+            "cleanup.policy": "compact", "max.message.bytes": str(MAX_STATE_BYTES),
+            "segment.bytes": str(64 * 1024 * 1024)})
+    return wanted
