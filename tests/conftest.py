@@ -77,3 +77,49 @@ def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, idle_
 @pytest.fixture
 def python():
     return sys.executable
+
+
+APPS = Path(__file__).resolve().parent / "apps"
+
+
+class Workers:
+    """Starts `machida` worker processes and makes sure none outlives the test."""
+
+    def __init__(self, bootstrap, log_dir):
+        self.bootstrap = bootstrap
+        self.log_dir = Path(log_dir)
+        self.procs = []
+
+    def start(self, module, source, sink, name, app_id, *extra, cwd=APPS):
+        import subprocess
+        log = open(self.log_dir / f"{name}.log", "ab")
+        cmd = [sys.executable, "-m", "wallaroo.runtime.cli", "--application-module", module,
+               "--kafka_source_topic", source, "--kafka_source_brokers", self.bootstrap,
+               "--kafka_sink_topic", sink, "--kafka_sink_brokers", self.bootstrap,
+               "--name", name, "--application-id", app_id, *extra]
+        proc = subprocess.Popen(cmd, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT)
+        proc.log_path = self.log_dir / f"{name}.log"
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
+@pytest.fixture
+def workers(kafka, tmp_path):
+    w = Workers(kafka, tmp_path)
+    yield w
+    w.stop_all()
+
+
+def group_assignments(bootstrap, group):
+    """{member client id: [(topic, partition)]} for a consumer group, from the broker."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    desc = admin.describe_consumer_groups([group])[group].result(20)
+    return {m.client_id: [(tp.topic, tp.partition) for tp in m.assignment.topic_partitions]
+            for m in desc.members}
