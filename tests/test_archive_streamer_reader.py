@@ -110,8 +110,7 @@ def test_corrupt_deflate_mid_file_keeps_lines_before(tmp_path):
     events = list(read_file(path, stats))
     assert 0 < len(events) < 2000
     assert [e.line for e in events] == lines[: len(events)]
-    assert sum(stats.skipped.values()) >= 1
-    assert stats.skipped["corrupt_gzip"] == 1 or stats.skipped["truncated_gzip"] == 1
+    assert dict(stats.skipped) == {"corrupt_gzip": 1}     # zlib: invalid block type
 
 
 def test_multi_member_gzip_is_read_whole(tmp_path):
