@@ -137,6 +137,7 @@ class SSE:
         raise AssertionError("no matching leaders event on the stream")
 
     def close(self):
+        self.resp.close()      # the response holds its own reference to the socket
         self.conn.close()
 
 
