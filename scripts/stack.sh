@@ -31,6 +31,7 @@
 #   STAR_LEADERS_MODE         auto              auto | docker | local
 #   STAR_LEADERS_STATE_DIR    .stack            pid file, logs and markers of the local stack
 #   STAR_LEADERS_START_TIMEOUT 90               seconds `start` waits for the dashboard to answer
+#   STAR_LEADERS_VENV         .venv             the virtualenv whose honcho and services run
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -47,7 +48,7 @@ log=$state/stack.log
 broker_marker=$state/broker-started-by-stack
 mode_file=$state/mode
 port_file=$state/port
-venv=$root/${VENV:-.venv}
+venv=${STAR_LEADERS_VENV:-$root/.venv}
 kafka_sh=$root/kafka/kafka.sh
 
 # The local stack's settings (see the header).  Not applied to the Docker stack, whose defaults live in
