@@ -1,0 +1,35 @@
+"""The one place for star_leaders' defaults.
+
+Topic names are defaults only: `--kafka_source_topic` / `--kafka_sink_topic` on the machida command
+line win.  Everything else is fixed for a deployment: the partition keys and the window shape are part
+of the state layout (state is partitioned and checkpointed by these keys), so changing them needs a
+fresh state (new consumer group / changelog), not a restart.
+"""
+
+APP_NAME = "star-leaders"            # ApplicationBuilder name; the runtime's Kafka consumer group
+SOURCE_TOPIC = "gharchive"           # one GH Archive event (JSON bytes) per record
+SINK_TOPIC = "leaderboard"           # one partition's leaderboard (JSON) per record, key = partition id
+STATE_NAME = "repo-metadata"
+
+PARTITION_COUNT = 32                 # state partitions; a repo's partition is crc32(name) % this
+PARTITION_KEYS = list(range(PARTITION_COUNT))
+
+WINDOW_HOURS = 24                    # hourly star buckets per repo, ending at the stream's event time
+TOP_N = 10                           # leaders per partition (the dashboard merges them into its own top 10)
+RECENT_EVENTS = 3                    # forks / pull requests shown per leader, newest first
+
+WATCH_EVENT = "WatchEvent"           # a star
+FORK_EVENT = "ForkEvent"
+PULL_REQUEST_EVENT = "PullRequestEvent"
+INTERESTING_TYPES = (WATCH_EVENT, FORK_EVENT, PULL_REQUEST_EVENT)
+
+# Input is the public archive, i.e. untrusted.  An interesting event is ignored (filtered out) when
+# `id` is not a string of 1..ID_MAX_LENGTH characters, `repo.name` is not a string of
+# 1..REPO_NAME_MAX_LENGTH characters, or `created_at` is not an ISO-8601 time (naive means UTC) of at
+# most TIME_MAX_LENGTH characters.  Display strings are truncated, ending in an ellipsis.
+ID_MAX_LENGTH = 40
+REPO_NAME_MAX_LENGTH = 200           # GitHub's own limit is 39 (owner) + 1 + 100 (name)
+TIME_MAX_LENGTH = 40
+TITLE_MAX_LENGTH = 120               # pull request titles, in recent events
+TEXT_MAX_LENGTH = 300                # actor login, url, fork name, PR action
+ELLIPSIS = "\u2026"
