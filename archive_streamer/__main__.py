@@ -35,6 +35,26 @@ def _positive_int(text: str) -> int:
 _positive_int.__name__ = "positive integer"   # argparse names the type in its error message
 
 
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError
+    return value
+
+
+_nonnegative_int.__name__ = "integer >= 0"
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise ValueError
+    return value
+
+
+_seconds.__name__ = "number of seconds"
+
+
 def _speedup(text: str) -> float:
     value = float(text)
     if not value >= 0 or value == float("inf"):
@@ -75,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kafka", default=None, metavar="HOST:PORT",
                    help=f"bootstrap servers (default 127.0.0.1:{config.DEFAULT_KAFKA_PORT}; "
                         f"${config.ENV_KAFKA}, or ${config.ENV_KAFKA_PORT} for the port)")
-    p.add_argument("--kafka-wait", type=_speedup, default=config.KAFKA_WAIT_S, metavar="SECONDS",
+    p.add_argument("--kafka-wait", type=_seconds, default=config.KAFKA_WAIT_S, metavar="SECONDS",
                    help=f"how long to wait for the broker before giving up (default {config.KAFKA_WAIT_S:g})")
     p.add_argument("--topic", default=env(config.ENV_TOPIC, config.TOPIC),
                    help=f"topic (default {config.TOPIC}; ${config.ENV_TOPIC})")
@@ -94,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", type=Path, default=None,
                    help=f"where downloaded hours are kept (default {config.DEFAULT_CACHE_DIR}; "
                         f"${config.ENV_CACHE})")
+    p.add_argument("--retries", type=_nonnegative_int, default=config.DOWNLOAD_RETRIES, metavar="N",
+                   help=f"download retries per hour, with exponential backoff (default {config.DOWNLOAD_RETRIES})")
     p.add_argument("--no-progress", action="store_true",
                    help="plain log lines instead of a progress bar (also when stderr is not a terminal)")
     return p
@@ -172,7 +194,7 @@ def _hour_inputs(kind: str, plan: list[datetime], files: dict, args, run: Run,
             yield hour, str(path), read_file(path, run.read)
     else:
         cache = args.cache_dir if args.cache_dir is not None else config.default_cache_dir()
-        for hour, path, error in download.prefetch(plan, args.source, cache, stop):
+        for hour, path, error in download.prefetch(plan, args.source, cache, stop, retries=args.retries):
             if isinstance(error, download.HourMissing):
                 log.warning("hour %s missing: %s", H.hour_name(hour), error)
                 run.missing.append(H.hour_name(hour))
