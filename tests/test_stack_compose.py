@@ -400,14 +400,22 @@ def test_procfile_commands_with_the_stacks_defaults(scripts):
     assert "PORT" not in used, "$PORT is honcho's own per-process variable"
 
     def args_of(name):
-        first = entries[name].split("&&")[0]
-        expanded = re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: defaults[m.group(1)], first)
-        return [a for a in shlex.split(expanded) if a != "exec"]
+        """The service's own command: the first simple command that is not a variable assignment."""
+        expanded = re.sub(r"\$\{?([A-Z_][A-Z0-9_]*)\}?", lambda m: defaults[m.group(1)], entries[name])
+        for part in re.split(r"&&|;", expanded):
+            words = shlex.split(part)
+            while words and words[0] in ("exec", "until", "do"):
+                words = words[1:]
+            if words and "=" not in words[0]:
+                return words
+        raise AssertionError(f"no command in {entries[name]!r}")
 
     for name in entries:
         check_program(args_of(name), scripts)
     s, a, b, d = (args_of(n) for n in ("streamer", "primary", "secondary", "dashboard"))
     assert opt(s, "--source") == "synthetic", "offline machines need the synthetic source by default"
+    for w in WORKERS:
+        assert entries[w].startswith("n=0; until machida "), f"{w}: restarted on failure, like in compose"
     assert float(opt(s, "--speedup")) > 0
     for flag in ("--application-module", "--application-id", "--kafka_source_topic", "--kafka_sink_topic"):
         assert opt(a, flag) == opt(b, flag), flag
