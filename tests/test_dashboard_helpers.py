@@ -170,20 +170,22 @@ def hourly_shape(rng: random.Random, total: int) -> list[int]:
     return vals
 
 
-def recent_events(rng: random.Random, repo: str, window_end_hour: int, n: int = 3) -> list[dict]:
+def recent_events(rng: random.Random, repo: str, window_end: str, n: int = 3) -> list[dict]:
+    """Up to n forks/PRs, newest first, all at or before window_end."""
+    from datetime import datetime, timedelta
+    at = datetime.fromisoformat(window_end)
     out = []
-    minute = 59
-    for i in range(n):
-        minute = max(0, minute - rng.randrange(3, 25))
-        at = f"2015-01-01T{window_end_hour:02d}:{minute:02d}:{rng.randrange(60):02d}Z"
+    for _ in range(n):
+        at -= timedelta(seconds=rng.randrange(20, 25 * 60))
+        created = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         actor = rng.choice(ACTORS)
         if rng.random() < 0.5:
             name = f"{actor}/{repo.split('/')[1]}"
-            out.append({"type": "ForkEvent", "actor": actor, "created_at": at,
+            out.append({"type": "ForkEvent", "actor": actor, "created_at": created,
                         "url": f"https://github.com/{name}", "name": name})
         else:
             num = rng.randrange(100, 4000)
-            out.append({"type": "PullRequestEvent", "actor": actor, "created_at": at,
+            out.append({"type": "PullRequestEvent", "actor": actor, "created_at": created,
                         "url": f"https://github.com/{repo}/pull/{num}", "title": rng.choice(TITLES),
                         "number": num, "action": rng.choice(["opened", "opened", "closed"])})
     return out

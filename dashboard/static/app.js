@@ -139,7 +139,8 @@
     s.appendChild(svgEl("line", { x1: P, x2: W - P, y1: H - P + 0.5, y2: H - P + 0.5, "class": "spark-base" }));
     s.appendChild(svgEl("path", { d: area, "class": "spark-area" }));
     s.appendChild(svgEl("path", { d: line, "class": "spark-line" }));
-    s.appendChild(svgEl("circle", { cx: x(23), cy: y(v[23]), r: 2.6, "class": "spark-dot" }));
+    // the latest hour as a dot: a zero-length round-capped stroke stays round when the chart stretches
+    s.appendChild(svgEl("path", { d: "M" + x(23).toFixed(1) + " " + y(v[23]).toFixed(1) + " l0.01 0", "class": "spark-dot" }));
     // one invisible column per hour, each with its own tooltip
     var colW = (W - 2 * P) / 23;
     v.forEach(function (n, i) {
@@ -163,6 +164,7 @@
       target.rel = "noopener noreferrer";
       var slash = repo.indexOf("/");
       target.appendChild(el("span", "repo-owner", repo.slice(0, slash + 1)));
+      target.appendChild(document.createElement("wbr"));   // narrow screens wrap after the slash
       target.appendChild(el("span", "repo-name", repo.slice(slash + 1)));
     } else {
       target.textContent = repo;
@@ -228,7 +230,7 @@
         var badge = el("span", "move move-" + move[0], move[1]);
         badge.title = move[0] === "new" ? "new in the top 10" : "was #" + before;
         rankCell.appendChild(badge);
-        li.classList.add("changed", "changed-" + move[0]);
+        if (move[0] !== "down") li.classList.add("changed");   // flash risers and newcomers only
       }
     }
     li.appendChild(rankCell);
