@@ -50,6 +50,8 @@ class Runtime:
 
     def stop(self) -> None:
         self.closing.set()
+        self.consumer.request_stop()          # both at once, then wait for both
+        self.monitor.request_stop()
         self.consumer.stop()
         self.monitor.stop()
 

@@ -15,7 +15,8 @@ import threading
 import time
 import uuid
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException,
+                             TopicPartition)
 
 from .leaders import Board
 
@@ -38,8 +39,12 @@ class LeaderboardConsumer(threading.Thread):
         self.rescan_s = rescan_s
         self.metadata_timeout_s = metadata_timeout_s
         self.state = WAITING_FOR_KAFKA
+        self._logged_state: str | None = None
         self.last_error: str | None = None
         self._stop_event = threading.Event()
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
 
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop_event.set()
@@ -58,6 +63,8 @@ class LeaderboardConsumer(threading.Thread):
             "client.id": "star-leaders-dashboard",
             "reconnect.backoff.max.ms": 2000,
             "error_cb": self._on_error,
+            # librdkafka logs every failed connect attempt; state changes are logged here instead
+            "log_level": 2,
             "logger": log,
         }
 
@@ -77,21 +84,38 @@ class LeaderboardConsumer(threading.Thread):
             return set()
         return set(t.partitions)
 
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if state != self._logged_state:
+            log.info("leaderboard consumer: %s%s", state.replace("_", " "), detail)
+            self._logged_state = state
+        self.state = state
+
     def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self._run_consumer()
+            except Exception as e:   # a bug or an unexpected client error: start over, don't go stale
+                log.exception("leaderboard consumer failed; restarting it")
+                self.last_error = str(e) or type(e).__name__
+                self._set_state(WAITING_FOR_KAFKA)
+                self._stop_event.wait(self.retry_s * 5)
+        self._set_state(STOPPED)
+
+    def _run_consumer(self) -> None:
         consumer = Consumer(self._conf())
         assigned: set[int] = set()
         try:
             while not self._stop_event.is_set():
                 parts = self._partitions(consumer)
                 if parts is None:
-                    self.state = WAITING_FOR_KAFKA
+                    self._set_state(WAITING_FOR_KAFKA, f" at {self.bootstrap}")
                     self._stop_event.wait(self.retry_s)
                     continue
                 if not parts:
                     if assigned:                      # topic was deleted under us
                         consumer.unassign()
                         assigned = set()
-                    self.state = WAITING_FOR_TOPIC
+                    self._set_state(WAITING_FOR_TOPIC, f" {self.topic!r}")
                     self._stop_event.wait(self.retry_s)
                     continue
                 new = parts - assigned
@@ -99,13 +123,9 @@ class LeaderboardConsumer(threading.Thread):
                     consumer.incremental_assign(
                         [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(new)])
                     assigned |= new
-                self.state = CONSUMING
+                self._set_state(CONSUMING, f" {self.topic!r} ({len(assigned)} partitions, read_committed)")
                 self._consume_for(consumer, self.rescan_s)
-        except Exception:  # never let the page die silently with a dead thread
-            log.exception("leaderboard consumer crashed")
-            raise
         finally:
-            self.state = STOPPED
             consumer.close()
 
     def _consume_for(self, consumer: Consumer, seconds: float) -> None:
@@ -115,7 +135,8 @@ class LeaderboardConsumer(threading.Thread):
             for m in msgs:
                 err = m.error()
                 if err is None:
-                    self.board.apply(m.key(), m.value())
+                    ts_type, ts = m.timestamp()
+                    self.board.apply(m.key(), m.value(), ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None)
                 elif err.code() == KafkaError._PARTITION_EOF:
                     continue
                 elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,

@@ -106,6 +106,9 @@ class HealthMonitor(threading.Thread):
         with self._lock:
             return dict(self._state)
 
+    def request_stop(self) -> None:
+        self._stop_event.set()
+
     def stop(self, timeout: float | None = 10.0) -> None:
         self._stop_event.set()
         if self.is_alive():
@@ -116,6 +119,7 @@ class HealthMonitor(threading.Thread):
                                    "client.id": "star-leaders-dashboard-health",
                                    "reconnect.backoff.max.ms": 2000,
                                    "error_cb": lambda err: None,   # transient; reported via sample()
+                                   "log_level": 2,                 # no line per failed connect
                                    "logger": log})
         while not self._stop_event.is_set():
             started = time.monotonic()
@@ -129,7 +133,13 @@ class HealthMonitor(threading.Thread):
                 self._out.reset()
             update["checked_at"] = iso(time.time())
             with self._lock:
+                was = self._state["kafka_connected"]
                 self._state.update(update)
+            if update["kafka_connected"] != was:
+                if update["kafka_connected"]:
+                    log.info("kafka at %s answers", self.bootstrap)
+                else:
+                    log.warning("kafka at %s does not answer (%s); retrying", self.bootstrap, update["error"])
             self._stop_event.wait(max(0.1, self.interval_s - (time.monotonic() - started)))
 
     def _offsets(self, tps: list[TopicPartition], spec) -> dict[tuple[str, int], int]:
@@ -182,7 +192,9 @@ def describe(monitor: HealthMonitor, consumer, board, config) -> dict:
         "consumer_state": consumer.state,
         "records": stats["records"],
         "malformed_records": stats["malformed"],
-        "last_update": iso(stats["last_change"]),
+        # when star_leaders last wrote a (committed) leaderboard record, from Kafka timestamps;
+        # falls back to when this dashboard last saw the top 10 change
+        "last_update": iso(stats["last_write"] or stats["last_change"]),
         "topic": config.topic,
         "source_topic": config.source_topic,
         "group": config.group,

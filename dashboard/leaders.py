@@ -209,9 +209,12 @@ class Board:
         self.dropped = 0          # leaders dropped from otherwise good records
         self.last_error: str | None = None
         self.last_change: float | None = None  # wall clock of the last visible change
+        self.last_write: float | None = None   # newest Kafka timestamp of an applied record (s)
 
-    def apply(self, key, value) -> bool:
-        """Store one record (not yet visible to readers).  False if it was skipped as malformed."""
+    def apply(self, key, value, timestamp_ms: int | None = None) -> bool:
+        """Store one record (not yet visible to readers).  False if it was skipped as malformed.
+
+        timestamp_ms: the record's Kafka timestamp, i.e. when star_leaders wrote it."""
         try:
             board, dropped = parse_record(key, value)
         except Malformed as e:
@@ -226,6 +229,8 @@ class Board:
                 return False
             self._parts[board.partition] = board
             self.records += 1
+            if timestamp_ms and timestamp_ms > 0:
+                self.last_write = max(self.last_write or 0.0, timestamp_ms / 1000.0)
             self.dropped += dropped
             self._dirty = True
         return True
@@ -270,4 +275,4 @@ class Board:
         with self._cond:
             return {"records": self.records, "malformed": self.malformed, "dropped": self.dropped,
                     "partitions": len(self._parts), "last_error": self.last_error,
-                    "last_change": self.last_change}
+                    "last_change": self.last_change, "last_write": self.last_write}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def board(partition: int, n: int, base: int) -> list[dict]:
 def test_committed_transactions_become_the_global_top10(kafka, topic_name):
     topic = topic_name("dash-lb")
     create_topic(kafka, topic, partitions=2)
+    started = time.time()
     boards = {p: board(p, 8, 100 + 2 * p) for p in range(4)}
     boards[1].append(leader("Zz/tie", 100))     # ties with p0/repo-0 and p2/... at 100 stars
     boards[3].append(leader("aa/tie", 100))
@@ -68,7 +70,9 @@ def test_committed_transactions_become_the_global_top10(kafka, topic_name):
         assert health["consumer_state"] == "consuming"
         assert health["kafka_connected"] is True and health["topic_exists"] is True
         assert health["source_topic_exists"] is False and health["consumer_lag"] is None
-        assert health["last_update"] is not None
+        # last_update = when the newest record was written (its Kafka timestamp), at second precision
+        written = datetime.fromisoformat(health["last_update"]).timestamp()
+        assert int(started) <= written <= time.time()
 
 
 def test_stream_pushes_updates_to_concurrent_clients(kafka, topic_name):

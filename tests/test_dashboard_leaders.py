@@ -146,6 +146,16 @@ def test_repo_in_two_partitions_is_listed_once():
     assert [(l["repo"], l["stars"]) for l in b.snapshot()["leaders"]] == [("dup/r", 5), ("a/a", 1)]
 
 
+def test_last_write_is_the_newest_kafka_timestamp():
+    b = L.Board()
+    assert b.stats()["last_write"] is None
+    b.apply(b"0", record(0, None, [leader("a/a", 1)]), 1_700_000_005_000)
+    b.apply(b"1", record(1, None, [leader("b/b", 1)]), 1_700_000_001_000)   # older, other partition
+    b.apply(b"1", b"junk", 1_800_000_000_000)                               # malformed: ignored
+    b.publish()
+    assert b.stats()["last_write"] == 1_700_000_005.0
+
+
 def test_wait_for_change_wakes_on_publish():
     import threading
     b = L.Board()

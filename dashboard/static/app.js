@@ -336,6 +336,7 @@
     if (!last || !checked || !state.leaders.length) { u.textContent = ""; return; }
     var age = Math.max(0, checked - last) + (Date.now() - state.healthAt);
     u.textContent = "updated " + fmtAgo(age);
+    u.title = "star_leaders last wrote to \u201C" + cfg.topic + "\u201D at " + fmtDate(last) + " " + fmtHMS(last) + " UTC";
   }
 
   function renderHint() {
