@@ -31,6 +31,14 @@
 #   STAR_LEADERS_MODE         auto              auto | docker | local
 #   STAR_LEADERS_STATE_DIR    .stack            pid file, logs and markers of the local stack
 #   STAR_LEADERS_START_TIMEOUT 90               seconds `start` waits for the dashboard to answer
+#   STAR_LEADERS_RESET        1                 1: every start is a fresh replay: the stack's own topics
+#                                               (events, leaderboard, the app id's internal topics) and
+#                                               consumer group are deleted first (Docker: the kafka-data
+#                                               volume; the archive cache stays).  The streamer always
+#                                               replays from STAR_LEADERS_START, and workers that kept
+#                                               the previous run's state would ignore those old hours,
+#                                               leaving the board frozen until the replay caught up.
+#                                               0: keep them
 #   STAR_LEADERS_VENV         .venv             the virtualenv whose honcho and services run
 set -euo pipefail
 
@@ -42,6 +50,7 @@ export KAFKA_PORT
 : "${STAR_LEADERS_MODE:=auto}"
 : "${STAR_LEADERS_STATE_DIR:=$root/.stack}"
 : "${STAR_LEADERS_START_TIMEOUT:=90}"
+: "${STAR_LEADERS_RESET:=1}"
 state=$STAR_LEADERS_STATE_DIR
 pidfile=$state/honcho.pid
 log=$state/stack.log
@@ -64,10 +73,10 @@ local_settings() {
   : "${STAR_LEADERS_LEADERBOARD_TOPIC:=leaderboard}"
   : "${STAR_LEADERS_APP_ID:=star-leaders}"
   export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA \
-    STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID
+    STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
 }
 settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA
-  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID"
+  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET"
 
 say() { echo "stack: $*"; }
 die() { echo "stack: $*" >&2; exit 1; }
@@ -165,9 +174,49 @@ wait_for_dashboard() {  # port, timeout seconds, pid to watch (or empty)
   done
 }
 
+# Delete this stack's topics and consumer group (exact names only: other stacks and tests share the
+# broker).  The internal topic names come from the engine's own naming functions.
+reset_topics() {
+  say "fresh replay: deleting this stack's topics and consumer group on $STAR_LEADERS_KAFKA (STAR_LEADERS_RESET=0 keeps them)"
+  "$(python_bin)" - "$STAR_LEADERS_KAFKA" "$STAR_LEADERS_EVENTS_TOPIC" "$STAR_LEADERS_LEADERBOARD_TOPIC" \
+      "$STAR_LEADERS_APP_ID" <<'PY' || say "warning: could not reset the topics; the previous run's state is kept"
+import sys, time
+from confluent_kafka.admin import AdminClient
+import star_leaders
+from wallaroo.runtime import topics as T
+
+bootstrap, events, board, app_id = sys.argv[1:5]
+app = star_leaders.application_setup(["machida", "--kafka_source_topic", events, "--kafka_sink_topic", board])
+app = app.build() if hasattr(app, "build") else app
+names = {events, board, T.dead_letter_topic(app_id)}
+for state in app.state_names():
+    names |= {T.repartition_topic(app_id, state), T.changelog_topic(app_id, state)}
+admin = AdminClient({"bootstrap.servers": bootstrap})
+doomed = sorted(names & set(admin.list_topics(timeout=10).topics))
+if doomed:
+    for f in admin.delete_topics(doomed, operation_timeout=30).values():
+        f.result(60)
+    deadline = time.monotonic() + 30
+    while set(doomed) & set(admin.list_topics(timeout=10).topics) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    print(f"stack: deleted {', '.join(doomed)}")
+try:
+    admin.delete_consumer_groups([app_id], request_timeout=15)[app_id].result(30)
+    print(f"stack: deleted consumer group {app_id}")
+except Exception as e:
+    if "GROUP_ID_NOT_FOUND" not in str(e):   # no such group: nothing to forget
+        print(f"stack: warning: consumer group {app_id} not deleted: {e}")
+PY
+}
+
 start_docker() {
   local port=${STAR_LEADERS_PORT:-5000}
   mkdir -p "$state"
+  if [ "${STAR_LEADERS_RESET:-1}" = 1 ] && [ -z "$(compose ps -q 2>/dev/null)" ]; then
+    # Not running: a fresh replay needs an empty Kafka (see STAR_LEADERS_RESET); the cache volume stays.
+    compose down --remove-orphans >/dev/null 2>&1 || true
+    if docker volume rm star-leaders_kafka-data >/dev/null 2>&1; then say "fresh replay: removed the kafka-data volume"; fi
+  fi
   say "Docker engine found: docker compose up -d --build"
   compose up -d --build
   echo docker > "$mode_file"
@@ -207,6 +256,7 @@ start_local() {
   else
     say "using the Kafka brokers at $STAR_LEADERS_KAFKA (no local broker started)"
   fi
+  if [ "$STAR_LEADERS_RESET" = 1 ]; then reset_topics; fi
 
   [ -f "$log" ] && mv -f "$log" "$log.1"
   {

@@ -100,7 +100,8 @@ class Stack:
             "STAR_LEADERS_MODE": "local", "STAR_LEADERS_STATE_DIR": str(self.state),
             "STAR_LEADERS_VENV": str(venv), "STAR_LEADERS_PORT": str(self.port),
             "STAR_LEADERS_KAFKA": "broker.invalid:9092",   # not local: the stack leaves Kafka alone
-            "STAR_LEADERS_START_TIMEOUT": "15", "FAKE_CHILD_FILE": str(self.child_file),
+            "STAR_LEADERS_START_TIMEOUT": "15", "STAR_LEADERS_RESET": "0",
+            "FAKE_CHILD_FILE": str(self.child_file),
         })
 
     def run(self, *args, timeout=60, **env):
