@@ -1,7 +1,8 @@
 """`archive-streamer` / `python -m archive_streamer`: replay GH Archive hours into Kafka.
 
 Exit codes: 0 done (also after SIGINT/SIGTERM, once what was sent is flushed); 1 some data could
-not be replayed (an hour failed to download, or the broker refused records); 2 bad flags;
+not be replayed (an hour failed to download, the broker refused records, or no hour of the range
+exists); 2 bad flags;
 3 Kafka did not answer within the bounded wait (or refused to create the topic).
 """
 import argparse
@@ -287,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     _summary(run, sender, undelivered, args.topic, bootstrap, time.monotonic() - started, len(plan))
     if sender.failed or undelivered or run.failed:
+        return 1
+    if run.hours_done == 0 and not run.signal:
+        print("archive-streamer: error: no hour could be replayed", file=sys.stderr)
         return 1
     return 0
 

@@ -111,6 +111,7 @@ def fetch_hour(hour: datetime, base_url: str = config.GHARCHIVE_URL, cache_dir=N
     stop = stop or threading.Event()
     own_session = session is None
     session = session or requests.Session()
+    log.info("downloading %s", url)
     try:
         for attempt in range(retries + 1):
             try:

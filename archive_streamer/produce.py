@@ -169,18 +169,28 @@ class Sender:
                     self._tick(n)
             elif n & 1023 == 0:
                 self._tick(n)
-            key = repo.encode()
-            while True:
-                try:
-                    produce(topic, line, key, timestamp=ts_ms)
+            try:
+                produce(topic, line, repo.encode(), timestamp=ts_ms)
+            except BufferError:         # the local queue is full: let librdkafka drain it
+                if not self._produce_when_room(line, repo.encode(), ts_ms):
                     break
-                except BufferError:     # the local queue is full: let librdkafka drain it
-                    self.producer.poll(0.05)
             n += 1
         self._tick(n)
         self.produced += n
         self._current = 0
         return n
+
+    def _produce_when_room(self, line: bytes, key: bytes, ts_ms: int) -> bool:
+        """Polls until the producer takes the record; False if asked to stop meanwhile (a broker
+        that went away must not make a SIGTERM hang)."""
+        while not self.stop.is_set():
+            self.producer.poll(0.05)
+            try:
+                self.producer.produce(self.topic, line, key, timestamp=ts_ms)
+                return True
+            except BufferError:
+                pass
+        return False
 
     def close(self, timeout_s: float = config.FLUSH_TIMEOUT_S) -> int:
         """Flushes; returns how many records were still undelivered when `timeout_s` ran out."""

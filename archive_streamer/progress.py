@@ -37,8 +37,8 @@ class Progress:
     def _pace(self, sender) -> str:
         if self.speedup <= 0:
             return "as fast as possible"
-        lag = sender.pacer.lag_s
-        return f"{lag:.1f} s behind pace" if lag >= 0.5 else "on pace"
+        lag = sender.pacer.lag_s       # >0 behind, <0 ahead (by at most one window)
+        return f"{lag:.1f} s behind pace" if lag >= 0 else f"{-lag:.2f} s ahead of pace"
 
     def tick(self, sender) -> None:
         skipped = self.read_stats.skipped_total

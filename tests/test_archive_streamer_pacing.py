@@ -92,3 +92,31 @@ def test_speedup_zero_does_not_sleep(kafka, topic_name):
     sender.send(events)
     sender.close()
     assert sender.pacer.sleeps == 0 and sender.delivered == len(events)
+
+
+@pytest.mark.kafka
+def test_full_local_queue_is_drained_not_dropped(kafka, topic_name):
+    events = list(synthetic.generate_hour(6, "2015-01-01-4", 3000))
+    topic = topic_name("as-buffer")
+    # a queue of 50 records forces BufferError on nearly every produce
+    sender = Sender(kafka, topic, 0, producer_config={"queue.buffering.max.messages": 50, "linger.ms": 1})
+    assert sender.send(events) == 3000
+    assert sender.close() == 0 and sender.delivered == 3000 and sender.failed == 0
+    assert len(read_topic(kafka, topic, expect=3000)) == 3000
+
+
+def test_stop_is_honoured_while_the_broker_is_gone():
+    import socket
+    import threading
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    stop = threading.Event()
+    sender = Sender(f"127.0.0.1:{port}", "nowhere", 0, stop=stop,
+                    producer_config={"queue.buffering.max.messages": 100})
+    threading.Timer(1.0, stop.set).start()
+    t = time.monotonic()
+    n = sender.send(synthetic.generate_hour(6, "2015-01-01-4", 1000))
+    assert stop.is_set() and time.monotonic() - t < 10
+    assert n == 100                      # what the full queue took; nothing counted as delivered
+    assert sender.close(timeout_s=0.5) == 100 and sender.delivered == 0
