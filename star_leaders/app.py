@@ -57,8 +57,9 @@ def decoder(data):
     """One record value (one GH Archive line) -> the event as a dict, or None if it can't be interesting.
 
     An interesting event contains its type name in its raw bytes, so a record with none of the three
-    names (see `may_be_interesting`) is dropped unparsed (after a cheap check that it looks like one JSON object).  Everything else
-    is parsed; a record that is not JSON raises, and the runtime dead-letters it."""
+    names (see `may_be_interesting`) is dropped without parsing it: it is only checked to start with
+    "{" and end with "}" (so garbage and truncated lines are still dead-lettered).  Everything else is
+    parsed with orjson; a record that is not JSON raises, and the runtime dead-letters it."""
     if type(data) is not bytes:
         if data is None:
             raise ValueError("empty record value (tombstone)")
@@ -113,7 +114,7 @@ def filter_interesting_events(event):
     if type(event) is not dict:
         return None
     kind = event.get("type")
-    if kind == _WATCH:
+    if kind == _WATCH:              # (the constants themselves, so the state can compare with `is`)
         kind = _WATCH
     elif kind == _FORK:
         kind = _FORK
