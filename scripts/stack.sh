@@ -2,7 +2,7 @@
 # Runs the whole star-leaders stack: Kafka, the archive streamer, two star_leaders workers and the
 # dashboard.  `make start|stop|tail` call this script.
 #
-# Usage: scripts/stack.sh start|stop|restart|status|tail|env
+# Usage: scripts/stack.sh start|stop|restart|status|tail|reset|env
 #   start    Docker engine answering (`docker info`): `docker compose up -d --build` (docker-compose.yaml).
 #            Otherwise local processes: the local broker (kafka/kafka.sh) and honcho running ./Procfile in
 #            the background; waits until the dashboard answers, then prints its URL.  Starting twice
@@ -10,7 +10,8 @@
 #   stop     stops what `start` started: honcho and its processes, and the local broker only if this
 #            stack started it (a broker that was already running, e.g. for tests, is left alone).
 #   status   what runs;  tail  follows the stack's logs;  env  prints the settings below as `export` lines
-#            (`eval "$(scripts/stack.sh env)" && .venv/bin/honcho start` runs the Procfile by hand).
+#            (`eval "$(scripts/stack.sh env)" && .venv/bin/honcho start` runs the Procfile by hand);
+#   reset    deletes the local stack's topics and consumer group (what `start` does first, see RESET).
 #
 # Settings (environment variables).  This block is the one place for the local stack's defaults; the
 # Docker stack reads the same variables in docker-compose.yaml, with the defaults noted there.
@@ -351,6 +352,10 @@ case "${1:-}" in
   restart) stop; if use_docker; then start_docker; else start_local; fi ;;
   status) status ;;
   tail) tail_logs ;;
+  reset)  # what a fresh start deletes, on its own
+    local_settings
+    if honcho_pid >/dev/null; then die "the stack is running: stop it first"; fi
+    reset_topics ;;
   env) local_settings; for name in $settings_names; do printf 'export %s=%q\n' "$name" "${!name}"; done ;;
-  *) echo "usage: $0 start|stop|restart|status|tail|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|status|tail|reset|env" >&2; exit 2 ;;
 esac

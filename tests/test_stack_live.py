@@ -176,3 +176,59 @@ def test_stack_start_shows_changing_leaders_and_stop_ends_it(kafka, tmp_path):
                     f.result(30)
         except Exception as e:  # cleanup only
             print(f"topic cleanup failed: {e}")
+
+
+def test_reset_deletes_exactly_the_stacks_own_topics_and_group(kafka, tmp_path):
+    """`start` (STAR_LEADERS_RESET=1) and `reset` delete this stack's topics and group, nothing else."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.admin import AdminClient, NewTopic
+    from wallaroo.runtime import topics as T
+
+    suffix = uuid.uuid4().hex[:8]
+    app_id = f"sl-reset-{suffix}"
+    events, board = f"ev-reset-{suffix}", f"lb-reset-{suffix}"
+    import star_leaders
+    app = star_leaders.application_setup(["machida"])
+    app = app.build() if hasattr(app, "build") else app
+    internal = [T.dead_letter_topic(app_id)]
+    for s in app.state_names():
+        internal += [T.repartition_topic(app_id, s), T.changelog_topic(app_id, s)]
+    ours = [events, board, *internal]
+    # neighbours that share prefixes with ours: another app id that starts with ours, another topic
+    others = [f"{app_id}-x-other", f"{app_id}x-dead-letters", f"{events}-2", f"x{board}"]
+    admin = AdminClient({"bootstrap.servers": kafka})
+    for f in admin.create_topics([NewTopic(t, 1, 1) for t in ours + others]).values():
+        f.result(30)
+    c = Consumer({"bootstrap.servers": kafka, "group.id": app_id, "enable.auto.commit": False})
+    from confluent_kafka import TopicPartition
+    c.commit(offsets=[TopicPartition(events, 0, 0)], asynchronous=False)
+    c.close()
+    other_group = f"{app_id}-2"
+    c = Consumer({"bootstrap.servers": kafka, "group.id": other_group, "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition(events, 0, 0)], asynchronous=False)
+    c.close()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STAR_LEADERS_")}
+        env.update({"STAR_LEADERS_STATE_DIR": str(tmp_path / "stack"), "STAR_LEADERS_VENV": str(VENV),
+                    "STAR_LEADERS_KAFKA": kafka, "STAR_LEADERS_EVENTS_TOPIC": events,
+                    "STAR_LEADERS_LEADERBOARD_TOPIC": board, "STAR_LEADERS_APP_ID": app_id})
+        r = subprocess.run(["bash", str(STACK), "reset"], capture_output=True, text=True, env=env, cwd=ROOT,
+                           timeout=120)
+        assert r.returncode == 0 and "warning" not in r.stdout, r.stdout + r.stderr
+        left = set(admin.list_topics(timeout=10).topics)
+        assert not set(ours) & left, f"not deleted: {set(ours) & left}"
+        assert set(others) <= left, f"deleted topics that are not the stack's: {set(others) - left}"
+        groups = {g.group_id for g in admin.list_consumer_groups().result(30).valid}
+        assert app_id not in groups and other_group in groups
+    finally:
+        stale = [t for t in admin.list_topics(timeout=10).topics if suffix in t]
+        if stale:
+            for f in admin.delete_topics(stale).values():
+                try:
+                    f.result(30)
+                except Exception:
+                    pass
+        try:
+            admin.delete_consumer_groups([other_group])[other_group].result(30)
+        except Exception:
+            pass
