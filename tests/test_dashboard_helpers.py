@@ -103,7 +103,7 @@ class SSE:
     def events(self):
         event, data, eid = "message", [], None
         while True:
-            line = self.resp.fp.readline()
+            line = self.resp.readline()      # de-chunked (werkzeug streams with chunked encoding)
             if not line:
                 return
             line = line.decode("utf-8").rstrip("\r\n")

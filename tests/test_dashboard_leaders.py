@@ -240,3 +240,35 @@ def test_api_json_round_trips_untrusted_strings():
     b.ingest(b"0", record(0, None, [leader("a/b", 1, events=[ev])]))
     _, data = b.snapshot_json()
     assert json.loads(data)["leaders"][0]["recent_events"][0] == ev
+
+
+def test_stream_protocol_without_kafka(monkeypatch):
+    """Snapshot first, then health, keepalive comments and a leaders event per visible change."""
+    from dashboard.app import create_app
+    monkeypatch.setattr("dashboard.app.KEEPALIVE_S", 0.2)
+    app = create_app(Config(topic="t", health_interval=0.1, max_streams=1), start=False)
+    rt = app.extensions["dashboard"]
+    resp = app.test_client().get("/stream", buffered=False)
+    assert app.test_client().get("/stream").status_code == 503     # the only slot is taken
+    assert resp.mimetype == "text/event-stream" and resp.headers["Cache-Control"].startswith("no-cache")
+    chunks = iter(resp.response)
+    assert next(chunks) == b"retry: 2000\n\n"
+    first = next(chunks).decode()
+    assert first.startswith("event: leaders\nid: 0\ndata: ")
+    assert json.loads(first.split("data: ", 1)[1]) == {"event_time": None, "leaders": []}
+    seen = set()
+    while not {"health", "keepalive"} <= seen:
+        c = next(chunks).decode()
+        seen.add("keepalive" if c == ": keepalive\n\n" else c.split("\n")[0].removeprefix("event: "))
+    assert "leaders" not in seen                     # nothing changed, nothing re-sent
+    rt.board.ingest(b"0", record(0, "2015-01-01T00:59:59Z", [leader("a/b", 2)]))
+    while True:
+        c = next(chunks).decode()
+        if c.startswith("event: leaders"):
+            break
+    assert c.startswith("event: leaders\nid: 1\n")
+    assert json.loads(c.split("data: ", 1)[1])["leaders"] == [leader("a/b", 2)]
+    resp.close()
+    # the stream slot came back when the response closed
+    assert rt.streams.acquire(blocking=False)
+    rt.streams.release()
