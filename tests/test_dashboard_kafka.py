@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -150,6 +151,64 @@ def test_starts_while_kafka_is_unreachable(topic_name):
         assert get_json(url + "/api/leaders") == {"event_time": None, "leaders": []}
         with __import__("urllib.request").request.urlopen(url + "/", timeout=10) as r:
             assert r.status == 200
+
+
+class Forwarder(threading.Thread):
+    """A TCP port that forwards to the broker once opened: "Kafka comes up later" for bootstrap.
+    (The broker advertises 127.0.0.1:9092, so after bootstrap clients talk to it directly.)"""
+
+    def __init__(self, port: int, target: tuple[str, int]):
+        super().__init__(daemon=True)
+        self.port, self.target = port, target
+        self.sock = socket.create_server(("127.0.0.1", port))
+
+    def run(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self.pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+def test_kafka_coming_up_after_the_dashboard(kafka, topic_name):
+    topic = topic_name("dash-later")
+    create_topic(kafka, topic)
+    produce_txn(kafka, topic, [(0, record(0, "2015-01-01T01:59:59Z", [leader("up/later", 8)]))])
+    port = free_port()
+    with serve(Config(kafka=f"127.0.0.1:{port}", topic=topic, health_interval=0.3)) as (url, app):
+        wait_for(lambda: get_json(url + "/api/health")["kafka_connected"] is False, what="kafka down")
+        assert app.extensions["dashboard"].consumer.state == "waiting_for_kafka"
+        assert get_json(url + "/api/leaders")["leaders"] == []
+        host, kport = kafka.split(":")
+        fwd = Forwarder(port, (host, int(kport)))
+        fwd.start()
+        try:
+            got = wait_for(lambda: (lambda d: d if d["leaders"] else None)(get_json(url + "/api/leaders")),
+                           what="leaders once Kafka answered")
+            assert got["leaders"] == [leader("up/later", 8)]
+            wait_for(lambda: get_json(url + "/api/health")["kafka_connected"] is True, what="kafka up")
+        finally:
+            fwd.close()
 
 
 def test_health_rates_and_lag(kafka, topic_name):
