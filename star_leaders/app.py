@@ -136,7 +136,7 @@ def filter_interesting_events(event):
         return RepoEvent(kind, eid, name, created_at)
 
     actor = event.get("actor")
-    login = _text(actor.get("login")) if type(actor) is dict else None
+    login = _text(actor.get("login"), config.ACTOR_MAX_LENGTH) if type(actor) is dict else None
     payload = event.get("payload")
     if type(payload) is not dict:
         payload = {}
@@ -144,17 +144,19 @@ def filter_interesting_events(event):
         forkee = payload.get("forkee")
         if type(forkee) is not dict:
             forkee = {}
-        return RepoEvent(kind, eid, name, created_at, login, url=_text(forkee.get("html_url")),
-                         name=_text(forkee.get("full_name")))
+        return RepoEvent(kind, eid, name, created_at, login,
+                         url=_text(forkee.get("html_url"), config.URL_MAX_LENGTH),
+                         name=_text(forkee.get("full_name"), config.FORK_NAME_MAX_LENGTH))
     pr = payload.get("pull_request")
     if type(pr) is not dict:
         pr = {}
     number = payload.get("number")
     if type(number) is not int or not 0 <= number < 1 << 53:
         number = None
-    return RepoEvent(kind, eid, name, created_at, login, url=_text(pr.get("html_url")),
+    return RepoEvent(kind, eid, name, created_at, login,
+                     url=_text(pr.get("html_url"), config.URL_MAX_LENGTH),
                      title=_text(pr.get("title"), config.TITLE_MAX_LENGTH), number=number,
-                     action=_text(payload.get("action")))
+                     action=_text(payload.get("action"), config.ACTION_MAX_LENGTH))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -181,7 +183,7 @@ def iso(seconds):
             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")
 
 
-def _text(value, limit=config.TEXT_MAX_LENGTH):
+def _text(value, limit):
     """A display string, truncated to `limit` characters (ending in an ellipsis); None if not a string."""
     if type(value) is not str:
         return None

@@ -30,6 +30,11 @@ INTERESTING_TYPES = (WATCH_EVENT, FORK_EVENT, PULL_REQUEST_EVENT)
 ID_MAX_LENGTH = 40
 REPO_NAME_MAX_LENGTH = 200           # GitHub's own limit is 39 (owner) + 1 + 100 (name)
 TIME_MAX_LENGTH = 40
-TITLE_MAX_LENGTH = 120               # pull request titles, in recent events
-TEXT_MAX_LENGTH = 300                # actor login, url, fork name, PR action
+TITLE_MAX_LENGTH = 120               # pull request title, in recent events
+ACTOR_MAX_LENGTH = 100               # actor login (GitHub's limit is 39)
+URL_MAX_LENGTH = 300                 # pull request / fork html_url
+FORK_NAME_MAX_LENGTH = 200           # forkee full_name
+ACTION_MAX_LENGTH = 40               # pull request action ("opened", "closed", ...)
 ELLIPSIS = "\u2026"
+# With these caps a leaderboard record stays under the sink's default max_message_size (100000 bytes)
+# even when every string is at its cap in 4-byte UTF-8 characters (checked by a test).

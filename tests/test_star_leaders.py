@@ -414,6 +414,31 @@ def test_pr_title_is_kept_raw_but_truncated():
     assert titles[2].endswith(config.ELLIPSIS) and len(long) > config.TITLE_MAX_LENGTH
 
 
+def test_worst_case_record_fits_the_sinks_max_message_size():
+    wide = "\U0001d11e"                      # 4 bytes in UTF-8
+    state = RepoMetadata()
+    t = secs(at(0))
+    for r in range(12):
+        repo = f"{r:02d}/" + wide * 500       # too long: events for it are dropped
+        assert filter_interesting_events(json.loads(line("WatchEvent", r, repo, at(0)))) is None
+        repo = f"{r:02d}/" + wide * (config.REPO_NAME_MAX_LENGTH - 3)
+        for i in range(5):
+            event = json.loads(line(("ForkEvent", "PullRequestEvent")[i % 2], f"{r}-{i}", repo, at(0),
+                                    actor=wide * 1000, number=2 ** 52, title=wide * 1000, action=wide * 1000))
+            event["payload"].get("forkee", event["payload"].get("pull_request"))["html_url"] = wide * 1000
+            if "forkee" in event["payload"]:
+                event["payload"]["forkee"]["full_name"] = wide * 1000
+            state.update(filter_interesting_events(event))
+        for i in range(10 ** 6 + r, 10 ** 6 + r + 3):
+            state.update(star(f"{r}:{i}", repo, t))
+    value, _ = encoder(state.leaderboard())
+    board = json.loads(value)
+    assert len(board["leaders"]) == 10 and all(len(ld["recent_events"]) == 3 for ld in board["leaders"])
+    assert {len(e["actor"]) for ld in board["leaders"] for e in ld["recent_events"]} == {config.ACTOR_MAX_LENGTH}
+    assert 60_000 < len(value) < 100_000, len(value)    # 82,334 bytes when written
+    assert len(value) < star_leaders.application_setup([]).pipelines[0].sink.max_message_size
+
+
 # ---------------------------------------------------------------------- aliasing and serialization
 
 def test_output_shares_nothing_mutable_with_the_state():
