@@ -177,6 +177,7 @@ class Run:
         self.missing: list[str] = []
         self.failed: list[str] = []
         self.signal: str | None = None
+        self.current: str | None = None     # the hour being replayed
 
 
 def _hour_inputs(kind: str, plan: list[datetime], files: dict, args, run: Run,
@@ -210,7 +211,10 @@ def _summary(run: Run, sender: Sender, undelivered: int, topic: str, bootstrap: 
              elapsed: float, plan_len: int) -> None:
     out = sys.stderr
     rate = sender.delivered / elapsed if elapsed > 0 else 0.0
-    stopped = f", stopped by {run.signal}" if run.signal else ""
+    stopped = ""
+    if run.signal:
+        where = f"during hour {run.current}" if run.current else "before the first hour"
+        stopped = f", stopped by {run.signal} {where}"
     print(f"archive-streamer: sent {sender.delivered} events to {topic} at {bootstrap} "
           f"in {elapsed:.1f} s ({rate:.0f} events/s){stopped}", file=out)
     print(f"archive-streamer: hours: {run.hours_done} of {plan_len} replayed, "
@@ -269,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     sender = Sender(bootstrap, args.topic, args.speedup, stop=stop, on_tick=progress.tick)
     started = time.monotonic()
     try:
-        with logging_redirect_tqdm(loggers=[log]) if show_bar else contextlib.nullcontext():
+        with logging_redirect_tqdm() if show_bar else contextlib.nullcontext():
             for hour, where, events in _hour_inputs(kind, plan, files, args, run, stop):
                 if stop.is_set():
                     break
                 progress.start_hour(hour, plan.index(hour) + 1, where)
+                run.current = H.hour_name(hour)
                 start_ms = H.ms(hour)
                 sender.send(events, start_ms, start_ms + 3_600_000)
                 if not stop.is_set():

@@ -126,7 +126,7 @@ def test_sigterm_flushes_and_reports_what_was_sent(kafka, topic_name):
             p.kill()
     stderr = "".join(seen) + rest
     assert p.returncode == 0, stderr
-    assert "stopped by SIGTERM" in stderr
+    assert "stopped by SIGTERM during hour 2015-02-01-" in stderr
     n = sent_count(stderr)
     assert 0 < n < 6000
     msgs = read_topic(kafka, topic, expect=n)
