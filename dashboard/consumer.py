@@ -112,10 +112,11 @@ class LeaderboardConsumer(threading.Thread):
                     self._stop_event.wait(self.retry_s)
                     continue
                 if not parts:
-                    if assigned:                      # topic was deleted under us
+                    self._set_state(WAITING_FOR_TOPIC, f" {self.topic!r}")
+                    if assigned:                      # topic was deleted under us: its data is gone
                         consumer.unassign()
                         assigned = set()
-                    self._set_state(WAITING_FOR_TOPIC, f" {self.topic!r}")
+                        self.board.reset()
                     self._stop_event.wait(self.retry_s)
                     continue
                 new = parts - assigned

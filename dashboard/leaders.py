@@ -251,6 +251,13 @@ class Board:
             self._cond.notify_all()
             return True
 
+    def reset(self) -> None:
+        """Forget every partition (the topic was deleted); readers see the empty board."""
+        with self._cond:
+            self._parts.clear()
+            self._dirty = True
+        self.publish()
+
     def ingest(self, key, value) -> bool:
         """apply + publish, for single records."""
         ok = self.apply(key, value)

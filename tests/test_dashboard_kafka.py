@@ -134,6 +134,12 @@ def test_starts_before_the_topic_exists(kafka, topic_name, admin):
                        what="leaders after the topic appeared")
         assert got == {"event_time": "2015-01-01T05:59:59Z", "leaders": [leader("late/repo", 3)]}
 
+        # a deleted topic takes its leaders with it, and the dashboard waits for it again
+        admin.delete_topics([topic])[topic].result(30)
+        wait_for(lambda: get_json(url + "/api/leaders") == {"event_time": None, "leaders": []}, timeout=90,
+                 what="empty board after the topic was deleted")
+        assert get_json(url + "/api/health")["consumer_state"] == "waiting_for_topic"
+
 
 def free_port() -> int:
     with socket.socket() as s:
