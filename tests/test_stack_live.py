@@ -54,7 +54,8 @@ def free_port() -> int:
 
 def leaders(port: int):
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/leaders", timeout=3) as r:
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{port}/api/leaders", timeout=3) as r:
             return json.loads(r.read())
     except (OSError, ValueError):
         return None
