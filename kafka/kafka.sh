@@ -67,6 +67,10 @@ share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 # Lets tests use short session timeouts so a killed worker's partitions move quickly.
 group.min.session.timeout.ms=1000
+# Records carry GH Archive event times (2015...) as timestamps: time-based retention would delete a
+# replay as soon as it lands. Bound topics by size instead.
+log.retention.ms=-1
+log.retention.bytes=1073741824
 PROPS
     cat > "$run/log4j2.properties" <<PROPS
 status = error

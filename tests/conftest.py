@@ -52,9 +52,17 @@ def read_topic(bootstrap: str, topic: str, *, committed_only: bool = True, idle_
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
                   "isolation.level": "read_committed" if committed_only else "read_uncommitted"})
-    md = c.list_topics(topic, timeout=10).topics[topic]
+    start = time.monotonic()
+    while True:  # the topic may not exist yet (a worker creates its sink on start)
+        md = c.list_topics(topic, timeout=10).topics.get(topic)
+        if md is not None and md.error is None and md.partitions:
+            break
+        if time.monotonic() - start > timeout_s:
+            c.close()
+            return []
+        time.sleep(0.2)
     c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out, last, start = [], time.monotonic(), time.monotonic()
+    out, last = [], time.monotonic()
     try:
         while time.monotonic() - start < timeout_s:
             if expect is not None and len(out) >= expect:

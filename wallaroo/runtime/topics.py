@@ -74,7 +74,12 @@ def ensure_topics(admin: AdminClient, wanted: dict, replication: int = 1):
             except KafkaException as e:  # another worker created it first
                 if "TOPIC_ALREADY_EXISTS" not in str(e):
                     raise
-        md = admin.list_topics(timeout=10)
+        deadline = time.monotonic() + 30
+        while True:  # metadata catches up with a creation a moment later
+            md = admin.list_topics(timeout=10)
+            if all(t in md.topics and md.topics[t].partitions for t in wanted) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     for t, (n, _cfg) in wanted.items():
         have = len(md.topics[t].partitions)
         if have != n:
@@ -84,11 +89,17 @@ def ensure_topics(admin: AdminClient, wanted: dict, replication: int = 1):
                 f"or start it under a new --application-id.")
 
 
+# Timestamps are event times (a 2015 replay is "old"): time-based retention would delete records before
+# they are read, so topics the engine creates are bounded by size; repartition topics are also purged
+# up to the committed offsets.
+NO_TIME_RETENTION = {"retention.ms": "-1", "retention.bytes": str(1024 * 1024 * 1024)}
+
+
 def internal_topics(app_id: str, state_names, partitions: int, replication: int = 1) -> dict:
     """The repartition and changelog topic of each state, and the dead-letter topic."""
-    wanted = {dead_letter_topic(app_id): (1, {})}
+    wanted = {dead_letter_topic(app_id): (1, dict(NO_TIME_RETENTION))}
     for name in state_names:
-        wanted[repartition_topic(app_id, name)] = (partitions, {})
+        wanted[repartition_topic(app_id, name)] = (partitions, dict(NO_TIME_RETENTION))
         wanted[changelog_topic(app_id, name)] = (partitions, {
             "cleanup.policy": "compact", "max.message.bytes": str(MAX_STATE_BYTES),
             "segment.bytes": str(64 * 1024 * 1024)})

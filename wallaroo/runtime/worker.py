@@ -11,7 +11,7 @@ import signal
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from . import topics as T
@@ -24,6 +24,7 @@ from .state import StateStore, restore
 from .steps import Executor, StepError, encode
 
 log = logging.getLogger("wallaroo.worker")
+PURGE_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -52,6 +53,8 @@ class Worker:
         self.clock = SourceClock()
         self.stats = {"in": 0, "state": 0, "out": 0, "dead": 0}
         self.dead_logged = 0
+        self.purgeable = {}               # repartition (topic, partition) -> committed offset
+        self.next_purge = time.monotonic() + PURGE_INTERVAL_S
 
         self.by_source = {}
         for pi, p in enumerate(app.pipelines):
@@ -68,7 +71,7 @@ class Worker:
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        self.admin = admin = AdminClient({"bootstrap.servers": self.bootstrap})
         sources = T.wait_for_topics(admin, list(self.by_source), stop=lambda: not self.running)
         if sources is None:
             return False
@@ -76,7 +79,7 @@ class Worker:
         T.ensure_topics(admin, T.internal_topics(self.app_id, list(self.state_topic), self.partitions))
         sinks = {p.sink.topic for p in self.app.pipelines}
         existing = admin.list_topics(timeout=10).topics
-        missing = {t: (self.partitions, {}) for t in sinks if t not in existing}
+        missing = {t: (self.partitions, dict(T.NO_TIME_RETENTION)) for t in sinks if t not in existing}
         if missing:
             T.ensure_topics(admin, missing)
         self.routers = {(pi, si): KeyRouter(s.partition_keys, self.partitions)
@@ -98,7 +101,10 @@ class Worker:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
-            "partition.assignment.strategy": "cooperative-sticky",
+            # Eager range assignment: every rebalance revokes all partitions, and we checkpoint before
+            # giving them up while our generation is still valid; partition i of co-partitioned topics
+            # lands on one worker.
+            "partition.assignment.strategy": "range",
             "session.timeout.ms": self.opts.session_timeout_ms,
             "heartbeat.interval.ms": max(100, self.opts.session_timeout_ms // 5),
         })
@@ -253,8 +259,11 @@ class Worker:
         self._produce(self.dead_letter_topic, m.value(), m.key(), None, record_time(m), headers)
 
     # --- checkpoints ----------------------------------------------------------------------------
-    def checkpoint(self):
-        """Commit everything since the last checkpoint in one transaction."""
+    def checkpoint(self, rewind=True):
+        """Commit everything since the last checkpoint in one transaction.
+
+        If Kafka refuses, the transaction is aborted and (with `rewind`) the worker goes back to
+        its last committed offsets and state."""
         if not self.offsets and not self.pending:
             return
         wm = self.clock.watermark_due()
@@ -269,12 +278,31 @@ class Worker:
             self.txn.begin()  # offsets alone still need a transaction
             self.txn.commit(self.offsets)
         except TransactionAborted:
-            self._rewind()
+            if rewind:
+                self._rewind()
+            else:
+                self.offsets.clear()
+                self.pending = False
+                self.clock.newest = self.clock.sent
             return
         if wm is not None:
             self.clock.sent_watermark(wm)
+        for (topic, p), offset in self.offsets.items():
+            if topic in self.stores:
+                self.purgeable[(topic, p)] = offset
         self.offsets.clear()
         self.pending = False
+        if self.purgeable and time.monotonic() >= self.next_purge:
+            self._purge()
+
+    def _purge(self):
+        """Delete repartition records below the committed offsets: they are consumed for good."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in self.purgeable.items()]
+        self.purgeable = {}
+        self.next_purge = time.monotonic() + PURGE_INTERVAL_S
+        for tp, fut in self.admin.delete_records(tps).items():
+            fut.add_done_callback(lambda f, tp=tp: f.exception() and log.warning(
+                "purging %s[%d]: %s", tp.topic, tp.partition, f.exception()))
 
     def _rewind(self, exclude=()):
         """After an abort: drop in-memory progress, go back to the last committed offsets and state."""
@@ -309,7 +337,7 @@ class Worker:
 
     def _on_revoke(self, consumer, partitions):
         log.info("%s: revoking %s", self.opts.name, _describe(partitions))
-        self.checkpoint()
+        self.checkpoint(rewind=False)   # all of them go: nothing to rewind into
         self._forget(partitions)
 
     def _on_lost(self, consumer, partitions):

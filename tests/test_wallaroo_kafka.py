@@ -1,0 +1,232 @@
+"""The engine against the real broker: equivalence with the local runner, exactly-once under kill -9,
+dead letters, event time reaching idle partitions, topology checks."""
+import pickle
+import random
+import signal
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+
+import pytest
+from confluent_kafka import Producer
+
+from conftest import APPS, create_topic, group_assignments, read_topic
+from wallaroo.runtime import topics as T
+from wallaroo.testing import run_local
+
+sys.path.insert(0, str(APPS))
+import wordcount  # noqa: E402
+
+pytestmark = pytest.mark.kafka
+FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
+
+
+def produce(bootstrap, topic, lines, *, rate=None, start_ms=1_420_000_000_000):
+    """Produce lines (keyed by index, timestamped one second apart); at `rate` lines/s if given."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    t0 = time.monotonic()
+    for i, line in enumerate(lines):
+        p.produce(topic, line, key=str(i).encode(), timestamp=start_ms + i * 1000)
+        if rate and i % 500 == 0:
+            p.poll(0)
+            ahead = i / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+    p.flush(30)
+
+
+def word_lines(n_lines, seed):
+    rnd = random.Random(seed)
+    return [" ".join(rnd.choice(wordcount.WORDS) for _ in range(rnd.randint(1, 4))).encode()
+            for _ in range(n_lines)]
+
+
+def expected_counts(lines):
+    return Counter(w for line in lines if not line.startswith(b"#") and b"POISON" not in line
+                   for w in line.decode().split())
+
+
+def assert_exactly_once(bootstrap, sink, app_id, lines):
+    """Every word=k for k in 1..N(word) exactly once in the read_committed sink, and exact final state."""
+    expected = expected_counts(lines)
+    total = sum(expected.values())
+    got = read_topic(bootstrap, sink, expect=total, timeout_s=180)
+    values = Counter(m.value() for m in got)
+    dupes = [v for v, c in values.items() if c > 1]
+    assert not dupes, f"duplicated outputs: {dupes[:5]}"
+    want = {f"{w}={k}".encode() for w, n in expected.items() for k in range(1, n + 1)}
+    assert set(values) == want, f"missing {len(want - set(values))}, unexpected {len(set(values) - want)}"
+    assert all(m.key() == m.value().split(b"=")[0] for m in got)
+    # The changelog's last committed record per key is the final state.
+    changelog = T.changelog_topic(app_id, "word counts")
+    latest = {}
+    for m in read_topic(bootstrap, changelog, idle_s=2):
+        latest[(m.partition(), m.key())] = m.value()
+    final = {}
+    for blob in latest.values():
+        final.update(pickle.loads(blob).counts)
+    assert final == dict(expected)
+
+
+def wait_for(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
+    src, sink, app_id = topic_name("wc-in"), topic_name("wc-out"), topic_name("wc")
+    create_topic(kafka, src, 4)
+    lines = word_lines(3000, seed=1) + [b"# comment w01", b"w05 w06"]
+    produce(kafka, src, lines)
+    local = run_local(wordcount, lines, args=["--kafka_source_topic", src, "--kafka_sink_topic", sink])
+    w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    got = read_topic(kafka, sink, expect=len(local.outputs), timeout_s=120)
+    assert Counter((m.value(), m.key()) for m in got) == Counter((r.value, r.key) for r in local.outputs)
+    # per key, the order on Kafka is the order the local runner produced
+    by_key = defaultdict(list)
+    for m in got:
+        by_key[m.key()].append(m.value())
+    local_by_key = defaultdict(list)
+    for r in local.outputs:
+        local_by_key[r.key].append(r.value)
+    assert by_key == local_by_key
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+
+
+def test_poison_record_goes_to_dead_letters_and_worker_goes_on(kafka, topic_name, workers):
+    src, sink, app_id = topic_name("poison-in"), topic_name("poison-out"), topic_name("poison")
+    create_topic(kafka, src, 2)
+    lines = [b"w01 w02", b"POISON w01", b"w01", b"\xff\xfe not utf-8", b"w02"]
+    produce(kafka, src, lines)
+    w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    got = read_topic(kafka, sink, expect=4, timeout_s=60)
+    assert sorted(m.value() for m in got) == [b"w01=1", b"w01=2", b"w02=1", b"w02=2"]
+    dead = read_topic(kafka, T.dead_letter_topic(app_id), expect=2, timeout_s=30)
+    assert sorted(m.value() for m in dead) == [b"POISON w01", b"\xff\xfe not utf-8"]
+    headers = {m.value(): dict(m.headers()) for m in dead}
+    assert headers[b"POISON w01"][b"step".decode()] == b"check poison"
+    assert b"poison record" in headers[b"POISON w01"]["error"]
+    assert headers[b"\xff\xfe not utf-8"]["step"] == b"decoder"
+    assert {h["topic"] for h in headers.values()} == {src.encode()}
+    # still alive and processing after the poison
+    produce(kafka, src, [b"w03"])
+    more = read_topic(kafka, sink, expect=5, timeout_s=60)
+    assert b"w03=1" in {m.value() for m in more}
+    assert w.poll() is None
+    log = w.log_path.read_text()
+    assert f"dead letter from {src}" in log and "@" in log
+
+
+def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
+    src, sink, app_id = topic_name("eo-in"), topic_name("eo-out"), topic_name("eo")
+    create_topic(kafka, src, 4)
+    lines = word_lines(60_000, seed=2)
+    feeder = threading.Thread(target=produce, args=(kafka, src, lines), kwargs={"rate": 6000})
+    w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    w2 = workers.start("wordcount", src, sink, "w2", app_id, *FAST)
+    feeder.start()
+
+    def both_assigned():
+        try:
+            a = group_assignments(kafka, app_id)
+        except Exception:  # noqa: BLE001 - group not formed yet
+            return None
+        return a if len(a) == 2 and all(a.values()) else None
+    assignment = wait_for(both_assigned, 60, "both workers to receive partitions")
+    for member, tps in assignment.items():
+        assert any(t == src for t, _ in tps) or any("repartition" in t for t, _ in tps), (member, tps)
+    # kill -9 one worker mid-stream, once it has committed work
+    wait_for(lambda: len(read_topic(kafka, sink, idle_s=0.5, timeout_s=5)) > 2000, 60, "first outputs")
+    assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
+    w2.send_signal(signal.SIGKILL)
+    w2.wait(10)
+    feeder.join()
+    assert_exactly_once(kafka, sink, app_id, lines)
+    assert w1.poll() is None
+    assert "restored state 'word counts'" in w1.log_path.read_text()
+
+
+def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
+    src, sink, app_id = topic_name("rs-in"), topic_name("rs-out"), topic_name("rs")
+    create_topic(kafka, src, 2)
+    lines = word_lines(30_000, seed=3)
+    feeder = threading.Thread(target=produce, args=(kafka, src, lines), kwargs={"rate": 5000})
+    w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    feeder.start()
+    wait_for(lambda: len(read_topic(kafka, sink, idle_s=0.5, timeout_s=5)) > 1000, 60, "first outputs")
+    assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
+    w1.send_signal(signal.SIGKILL)
+    w1.wait(10)
+    time.sleep(1)
+    workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    feeder.join()
+    assert_exactly_once(kafka, sink, app_id, lines)
+
+
+def test_idle_partition_window_closes_on_event_time(kafka, topic_name, workers):
+    """Key b gets records only in hour 0; key a keeps going. b's 24-hour window must close when the
+    stream's event time passes hour 24, though b's partition receives no record after hour 0."""
+    src, sink, app_id = topic_name("et-in"), topic_name("et-out"), topic_name("et")
+    create_topic(kafka, src, 2)
+    h = 3600 * 1000
+    h0 = 1_420_070_400_000 // h          # 2015-01-01 00:00 UTC, as an absolute hour
+
+    def at(hour, ms=0):
+        return (h0 + hour) * h + ms
+
+    def report(key, hour, total):
+        return f"{key},{h0 + hour},{total}".encode()
+    p = Producer({"bootstrap.servers": kafka})
+    for i in range(3):
+        p.produce(src, b"b", timestamp=at(0, i * 1000))
+    p.flush()
+    w = workers.start("window", src, sink, "w1", app_id, *FAST)
+    assert wait_for(lambda: [m for m in read_topic(kafka, sink, idle_s=0.5, timeout_s=5)
+                             if m.value() == report("b", 0, 3)], 60, "b counted")
+    for hour in range(1, 24):       # event time moves on, but not far enough to close b's hour 0
+        p.produce(src, b"a", timestamp=at(hour))
+    p.flush()
+    wait_for(lambda: [m for m in read_topic(kafka, sink, idle_s=0.5, timeout_s=5)
+                      if m.value() == report("a", 23, 23)], 60, "a at hour 23")
+    time.sleep(1.0)                 # several checkpoints: watermarks for hour 23 reached b's partition
+    b_reports = [m.value() for m in read_topic(kafka, sink, idle_s=1) if m.value().startswith(b"b,")]
+    assert b_reports == [report("b", 0, 1), report("b", 0, 2), report("b", 0, 3)], "b's window closed early"
+    p.produce(src, b"a", timestamp=at(24, 5))
+    p.flush()
+    closed = wait_for(lambda: [m for m in read_topic(kafka, sink, idle_s=0.5, timeout_s=5)
+                               if m.value().startswith(b"b,") and m.value().endswith(b",0")], 60,
+                      "b's window to close")
+    assert closed[0].value() == report("b", 24, 0)
+    assert closed[0].timestamp()[1] == at(24, 5)   # closed at the watermark: the stream's event time
+    partitions = {m.key(): m.partition() for m in read_topic(kafka, T.changelog_topic(app_id, "windows"), idle_s=1)}
+    assert len(set(partitions.values())) == 2, "a and b must live in different partitions for this test"
+    assert w.poll() is None
+
+
+def test_partition_count_mismatch_stops_worker_with_clear_message(kafka, topic_name, workers):
+    src, sink, app_id = topic_name("mm-in"), topic_name("mm-out"), topic_name("mm")
+    create_topic(kafka, src, 2)
+    create_topic(kafka, T.repartition_topic(app_id, "word counts"), 3)
+    w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    assert w.wait(60) != 0
+    log = w.log_path.read_text()
+    assert "has 3 partitions but this application needs 2" in log
+    assert "Traceback" not in log
+
+
+def test_application_id_separates_deployments(kafka, topic_name, workers):
+    src, sink_a, sink_b = topic_name("ids-in"), topic_name("ids-a"), topic_name("ids-b")
+    create_topic(kafka, src, 1)
+    produce(kafka, src, [b"w01", b"w01"])
+    workers.start("wordcount", src, sink_a, "w1", topic_name("dep-a"), *FAST)
+    workers.start("wordcount", src, sink_b, "w1", topic_name("dep-b"), *FAST)
+    for sink in (sink_a, sink_b):   # each deployment sees all input and has its own state
+        got = read_topic(kafka, sink, expect=2, timeout_s=60)
+        assert sorted(m.value() for m in got) == [b"w01=1", b"w01=2"]
