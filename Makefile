@@ -51,7 +51,7 @@ test: env chromium
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
 bench: env kafka
-	@$(PY) -m wallaroo.bench
+	@$(PY) benchmarks/engine_throughput.py
 
 clean: stop
 	-$(KAFKA) clean

@@ -57,8 +57,11 @@ class Worker:
         self.next_purge = time.monotonic() + PURGE_INTERVAL_S
 
         self.by_source = {}
+        self.decoders = {}                # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
             self.by_source.setdefault(p.source.topic, []).append(pi)
+            decode = getattr(p.source.decoder, "func", p.source.decoder)
+            self.decoders.setdefault(p.source.topic, []).append((pi, decode))
         self.stores = {}                  # repartition topic -> StateStore
         self.state_topic = {}             # state name -> repartition topic
         for _pi, _si, s in app.state_steps():
@@ -169,11 +172,9 @@ class Worker:
         self.clock.saw(ts)
         self.current_ts = ts
         self.stats["in"] += 1
-        for pi in self.by_source[m.topic()]:
-            decoder = self.app.pipelines[pi].source.decoder
+        for pi, decode in self.decoders[m.topic()]:
             try:
-                data = decoder(m.value()) if decoder is not None else m.value()
-                self.executor.run(pi, 0, data)
+                self.executor.run(pi, 0, decode(m.value()) if decode is not None else m.value())
             except StepError as e:
                 self._dead_letter(m, e.step_name, e.cause)
             except Exception as e:  # noqa: BLE001 - the decoder raised
