@@ -11,13 +11,13 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import uuid
 
 from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException,
                              TopicPartition)
 
+from .background import BackgroundThread
 from .leaders import Board
 
 log = logging.getLogger(__name__)
@@ -28,10 +28,10 @@ CONSUMING = "consuming"
 STOPPED = "stopped"
 
 
-class LeaderboardConsumer(threading.Thread):
+class LeaderboardConsumer(BackgroundThread):
     def __init__(self, board: Board, bootstrap: str, topic: str, *,
                  retry_s: float = 1.0, rescan_s: float = 10.0, metadata_timeout_s: float = 5.0):
-        super().__init__(name=f"leaderboard-consumer[{topic}]", daemon=True)
+        super().__init__(f"leaderboard-consumer[{topic}]")
         self.board = board
         self.bootstrap = bootstrap
         self.topic = topic
@@ -41,15 +41,6 @@ class LeaderboardConsumer(threading.Thread):
         self.state = WAITING_FOR_KAFKA
         self._logged_state: str | None = None
         self.last_error: str | None = None
-        self._stop_event = threading.Event()
-
-    def request_stop(self) -> None:
-        self._stop_event.set()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
 
     def _conf(self) -> dict:
         return {

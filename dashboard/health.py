@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from .background import BackgroundThread
+
 log = logging.getLogger(__name__)
 
 
@@ -78,10 +80,10 @@ def compute_lag(end: dict, committed: dict, earliest: dict | None = None) -> int
     return lag
 
 
-class HealthMonitor(threading.Thread):
+class HealthMonitor(BackgroundThread):
     def __init__(self, bootstrap: str, *, topic: str, source_topic: str, group: str,
                  interval_s: float = 1.5, window_s: float = 10.0, timeout_s: float = 5.0):
-        super().__init__(name="health-monitor", daemon=True)
+        super().__init__("health-monitor")
         self.bootstrap = bootstrap
         self.topic, self.source_topic, self.group = topic, source_topic, group
         self.interval_s = interval_s
@@ -89,7 +91,6 @@ class HealthMonitor(threading.Thread):
         self._in = RateMeter(window_s)
         self._out = RateMeter(window_s)
         self._lock = threading.Lock()
-        self._stop_event = threading.Event()
         self._admin: AdminClient | None = None
         self._state = {
             "kafka_connected": None,        # None = not checked yet
@@ -105,14 +106,6 @@ class HealthMonitor(threading.Thread):
     def snapshot(self) -> dict:
         with self._lock:
             return dict(self._state)
-
-    def request_stop(self) -> None:
-        self._stop_event.set()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        self._stop_event.set()
-        if self.is_alive():
-            self.join(timeout)
 
     def run(self) -> None:
         self._admin = AdminClient({"bootstrap.servers": self.bootstrap,
