@@ -147,3 +147,19 @@ def test_wallaroo_cluster_flags_are_accepted_and_dropped():
     rest, dropped = strip_wallaroo_flags(argv)
     assert rest == ["--application-module", "m", "--name", "w1"]
     assert dropped == ["--cluster-initializer", "--control", "--ponythreads", "--ponynoblock", "--data"]
+
+
+def test_build_rejects_undecorated_decoder_and_encoder():
+    ab = wallaroo.ApplicationBuilder("bad")
+    ab.new_pipeline("p", wallaroo.KafkaSourceConfig("in", "b:1", "Warn", lambda b: b))
+    ab.to_sink(wallaroo.KafkaSinkConfig("out", "b:1", "Warn", 0, 1000, lambda x: x))
+    with pytest.raises(wallaroo.ApplicationError) as e:
+        ab.build()
+    assert "pipeline 'p': source decoder" in str(e.value) and "pipeline 'p': sink encoder" in str(e.value)
+
+
+def test_decoder_works_bare_too():
+    @wallaroo.decoder
+    def bare(data):
+        return data.upper()
+    assert bare(b"x") == b"X" and bare.header_length == 4

@@ -141,10 +141,14 @@ class ApplicationBuilder:
                 errors.append(f"{where}: has no source (new_pipeline needs a KafkaSourceConfig)")
             elif not p.source.topic:
                 errors.append(f"{where}: source has no topic")
+            elif p.source.decoder is not None and not isinstance(p.source.decoder, d.Decoder):
+                errors.append(f"{where}: source decoder {p.source.decoder!r} is not decorated with @wallaroo.decoder")
             if not isinstance(p.sink, KafkaSinkConfig):
                 errors.append(f"{where}: has no sink (end it with to_sink(KafkaSinkConfig(...)))")
             elif not p.sink.topic:
                 errors.append(f"{where}: sink has no topic")
+            elif p.sink.encoder is not None and not isinstance(p.sink.encoder, d.Encoder):
+                errors.append(f"{where}: sink encoder {p.sink.encoder!r} is not decorated with @wallaroo.encoder")
             for i, s in enumerate(p.steps, 1):
                 errors.extend(_check_step(f"{where}, step {i}", s, states))
         if errors:

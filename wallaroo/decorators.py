@@ -93,6 +93,9 @@ class Decoder:
 
 def decoder(header_length=4, length_fmt=">I"):
     """Mark a function `f(bytes) -> message` as a source decoder."""
+    if callable(header_length):  # used bare: @wallaroo.decoder
+        return Decoder(header_length, 4, ">I")
+
     def wrap(func):
         return Decoder(func, header_length, length_fmt)
     return wrap
