@@ -267,7 +267,7 @@ class Worker:
         its last committed offsets and state."""
         if not self.offsets and not self.pending:
             return
-        wm = None  # MUTATION
+        wm = self.clock.watermark_due()
         if wm is not None:
             for topic in self.stores:
                 for p in range(self.partitions):
