@@ -1,0 +1,414 @@
+"""The issue's acceptance test: the whole stack on the real broker, as separate processes.
+
+    hour files --(python -m archive_streamer --speedup 0)--> gharchive topic
+        --(two machida workers running star_leaders)--> leaderboard topic --(python -m dashboard)--> /api/leaders
+
+When the replay has been consumed, `/api/leaders` must equal an independent batch computation over the
+same files (tests/reference.py): the top 10 by distinct WatchEvent ids in the 24 hourly buckets ending
+at the newest event's hour, counts, hourly buckets and order exactly.
+
+Cases: (a) three synthetic days followed by quiet hours in which only two repositories (sharing one
+repartition partition) get events, so the windows of almost every state partition, and of one whole
+worker, can only slide through watermarks; (b) the real hour in /work/shared/data/gharchive; (c) (a)
+again with one worker killed by SIGKILL in the middle of the replay.
+"""
+import gzip
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from archive_streamer import synthetic
+from archive_streamer.hours import file_name
+from conftest import ROOT, SHARED_DATA, group_assignments
+from reference import batch_leaders, comparable, event_time_ms
+from star_leaders import config as app_config
+from star_leaders.app import partition_of
+
+pytestmark = pytest.mark.kafka
+
+REAL_FOLDER = SHARED_DATA / "gharchive"
+FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
+SOURCE_PARTITIONS = 4
+KILL_AFTER = 10_000            # source offsets w2 commits before it is killed
+
+SYN_START = datetime(2015, 1, 5, tzinfo=timezone.utc)
+SYN_HOURS = 72                 # three days: the 24-hour window slides 48 times
+SYN_EVENTS_PER_HOUR = 1500
+SYN_SEED = 7
+QUIET_HOURS = 8                # then only QUIET_REPOS get events: the other partitions are idle
+
+
+# ------------------------------------------------------------------------------------------- data
+
+def quiet_repos():
+    """Two repositories in different state partitions of the same repartition partition (the
+    partition key i goes to Kafka partition i % SOURCE_PARTITIONS), so in the quiet hours 30 of 32
+    state partitions and 3 of 4 repartition partitions get no record."""
+    a = "quiet-owner/alpha"
+    i = 0
+    while True:
+        b = f"quiet-owner/beta{i}"
+        if partition_of(b) != partition_of(a) and \
+                partition_of(b) % SOURCE_PARTITIONS == partition_of(a) % SOURCE_PARTITIONS:
+            return a, b
+        i += 1
+
+
+def event_line(kind, eid, repo, created_at, *, actor="quiet-actor", title=None, number=1, url=None):
+    """One GH Archive line shaped like the real ones."""
+    event = {"id": str(eid), "type": kind,
+             "actor": {"id": 11, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
+             "repo": {"id": 22, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
+             "payload": {}, "public": True, "created_at": created_at}
+    if kind == "WatchEvent":
+        event["payload"] = {"action": "started"}
+    elif kind == "PullRequestEvent":
+        event["payload"] = {"action": "opened", "number": number,
+                            "pull_request": {"number": number, "title": title or f"PR {number}",
+                                             "html_url": url or f"https://github.com/{repo}/pull/{number}"}}
+    elif kind == "PushEvent":
+        event["payload"] = {"size": 1, "commits": [{"message": "fix"}]}
+    return json.dumps(event).encode()
+
+
+def iso(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def write_hour(folder: Path, hour: datetime, lines) -> None:
+    with gzip.open(folder / file_name(hour), "wb", compresslevel=1) as f:
+        f.write(b"\n".join(lines) + b"\n")
+
+
+def read_folder(folder: Path) -> list[bytes]:
+    """Every line of the folder's hour files, read with the stdlib (not archive_streamer's reader)."""
+    lines = []
+    for path in Path(folder).glob("*.json.gz"):
+        with gzip.open(path, "rb") as f:
+            lines.extend(line.rstrip(b"\n") for line in f)
+    return lines
+
+
+def write_synthetic_with_quiet_end(folder: Path):
+    """SYN_HOURS synthetic hours, then QUIET_HOURS hours in which only the two quiet repositories get
+    events.  Returns (synthetic lines, quiet lines)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    syn_lines = []
+    for h in range(SYN_HOURS):
+        hour = SYN_START + timedelta(hours=h)
+        lines = [e.line for e in synthetic.generate_hour(SYN_SEED, hour, SYN_EVENTS_PER_HOUR)]
+        write_hour(folder, hour, lines)
+        syn_lines.extend(lines)
+    a, b = quiet_repos()
+    quiet_lines = []
+    for q in range(QUIET_HOURS):
+        hour = SYN_START + timedelta(hours=SYN_HOURS + q)
+        lines = []
+        for n in range(6):      # alpha: 6 stars an hour, beta: 2 (and one repeated id)
+            lines.append(event_line("WatchEvent", f"q{q}-a{n}", a, iso(hour + timedelta(minutes=5 + 9 * n))))
+        for n in range(2):
+            lines.append(event_line("WatchEvent", f"q{q}-b{n}", b, iso(hour + timedelta(minutes=7 + 20 * n))))
+        lines.append(lines[-1])
+        lines.append(event_line("PushEvent", f"q{q}-push", b, iso(hour + timedelta(minutes=50))))
+        lines.append(event_line("PullRequestEvent", f"q{q}-pr", a, iso(hour + timedelta(minutes=55)), number=q + 1))
+        write_hour(folder, hour, lines)
+        quiet_lines.extend(lines)
+    return syn_lines, quiet_lines
+
+
+# --------------------------------------------------------------------------------- the processes
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Dashboard:
+    def __init__(self, proc, url, log_path):
+        self.proc, self.url, self.log_path = proc, url, log_path
+
+    def get(self, path):
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # never via a proxy
+        with opener.open(self.url + path, timeout=10) as r:
+            return json.loads(r.read())
+
+
+@contextmanager
+def dashboard(kafka, topic, source_topic, group, log_dir: Path, *extra):
+    """`python -m dashboard` as a subprocess on a free port; yields a Dashboard once it answers."""
+    log_path = log_dir / "dashboard.log"
+    port = free_port()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--kafka", kafka, "--topic", topic,
+                                 "--source-topic", source_topic, "--group", group, "--port", str(port),
+                                 *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    d = Dashboard(proc, f"http://127.0.0.1:{port}", log_path)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"dashboard exited: {log_path.read_text()}"
+            try:
+                d.get("/api/health")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"dashboard did not answer: {log_path.read_text()}") from None
+                time.sleep(0.2)
+        yield d
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def start_replay(kafka, folder, topic, log_dir: Path, *extra):
+    """The real CLI, as a subprocess; its stderr (summary) goes to a log file."""
+    log_path = log_dir / "archive_streamer.log"
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "archive_streamer", "--source", str(folder),
+                             "--kafka", kafka, "--topic", topic, "--partitions", str(SOURCE_PARTITIONS),
+                             "--no-progress", *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    proc.log_path = log_path
+    return proc
+
+
+def finish_replay(proc, timeout_s=120):
+    try:
+        rc = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError(f"archive_streamer did not finish: {proc.log_path.read_text()[-3000:]}") from None
+    out = proc.log_path.read_text()
+    assert rc == 0, out[-3000:]
+    m = re.search(r"^archive-streamer: sent (\d+) events", out, re.M)
+    assert m, out[-3000:]
+    return int(m.group(1))
+
+
+def start_workers(workers, source, sink, app_id, names=("w1", "w2")):
+    return [workers.start("star_leaders", source, sink, name, app_id, *FAST, cwd=ROOT) for name in names]
+
+
+def wait_for(predicate, timeout_s, what):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.3)
+
+
+def both_assigned(kafka, app_id, source, names=("w1", "w2")):
+    """{client id: source partitions} once every named worker owns a source partition, else None."""
+    try:
+        a = group_assignments(kafka, app_id)
+    except Exception:  # noqa: BLE001 - group not formed yet
+        return None
+    owned = {cid: sorted(p for t, p in tps if t == source) for cid, tps in a.items()}
+    if all(owned.get(f"{app_id}-{n}") for n in names):
+        return owned
+    return None
+
+
+def source_progress(kafka, group, topic):
+    """(committed offsets, end offsets) of `group` on every partition of `topic`."""
+    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"e2e-probe-{uuid.uuid4().hex}"})
+    try:
+        parts = sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)
+        ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts}
+    finally:
+        c.close()
+    admin = AdminClient({"bootstrap.servers": kafka})
+    req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in parts])
+    res = admin.list_consumer_group_offsets([req])[group].result(20)
+    committed = {tp.partition: tp.offset for tp in res.topic_partitions}
+    return committed, ends
+
+
+def wait_until_consumed(kafka, group, topic, timeout_s, procs=()):
+    """Until the group's committed offsets on `topic` reach its end offsets."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for p in procs:
+            assert p.poll() is None, f"worker exited with {p.returncode}: {p.log_path.read_text()[-3000:]}"
+        committed, ends = source_progress(kafka, group, topic)
+        if all(committed.get(p, -1) >= end for p, end in ends.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"group {group} did not consume {topic} within {timeout_s} s: "
+                                 f"committed {committed}, end offsets {ends}")
+        time.sleep(0.3)
+
+
+def wait_for_leaders(dash, expected, timeout_s, procs=()):
+    """Polls /api/leaders until comparable(api) == comparable(expected); on timeout fails showing both."""
+    want = comparable(expected)
+    deadline = time.monotonic() + timeout_s
+    got = None
+    while time.monotonic() < deadline:
+        for p in procs:
+            assert p.poll() is None, f"worker exited with {p.returncode}: {p.log_path.read_text()[-3000:]}"
+        api = dash.get("/api/leaders")
+        got = comparable({"event_time": api["event_time"],
+                          "leaders": [{"repo": ld["repo"], "stars": ld["stars"], "hourly": ld["hourly"]}
+                                      for ld in api["leaders"]]})
+        if got == want:
+            return api
+        time.sleep(0.5)
+    raise AssertionError("dashboard never matched the batch reference\n"
+                         f"api:       {json.dumps(got)}\nreference: {json.dumps(want)}\n"
+                         + describe_difference(got, want))
+
+
+def describe_difference(got, want):
+    if got is None:
+        return ""
+    lines = [f"event hour api {got['event_hour']} reference {want['event_hour']}"]
+    for i in range(max(len(got["leaders"]), len(want["leaders"]))):
+        g = got["leaders"][i] if i < len(got["leaders"]) else None
+        w = want["leaders"][i] if i < len(want["leaders"]) else None
+        mark = "  " if g == w else "!="
+        lines.append(f"{mark} #{i + 1} api {g and (g['repo'], g['stars'])} reference {w and (w['repo'], w['stars'])}")
+    return "\n".join(lines)
+
+
+def assert_clean_logs(procs):
+    for p in procs:
+        log = p.log_path.read_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert "dead letter from" not in log, log[-3000:]
+        assert not re.search(r"dead letters [1-9]", log), log[-3000:]
+
+
+# ------------------------------------------------------------------------------------------ tests
+
+@pytest.fixture
+def stack(kafka, topic_name, workers, tmp_path):
+    """Runs the stack; the test body gets a function (folder, expected, **kw) -> api."""
+    def run(folder, expected, *, kill_midway=False, expect_sent=None, timeout_s=120):
+        source, sink, app_id = topic_name("e2e-gharchive"), topic_name("e2e-leaderboard"), topic_name("e2e-app")
+        procs = start_workers(workers, source, sink, app_id)
+        at_kill = {}
+        with dashboard(kafka, sink, source, app_id, tmp_path) as dash:
+            replay = start_replay(kafka, folder, source, tmp_path, "--speedup", "0")
+            try:
+                assignment = wait_for(lambda: both_assigned(kafka, app_id, source), 90,
+                                      "both workers to own source partitions")
+                if kill_midway:
+                    mine = assignment[f"{app_id}-w2"]
+
+                    def w2_committed():     # about a fifth of the synthetic input of its partitions
+                        committed, _ = source_progress(kafka, app_id, source)
+                        return sum(max(0, committed.get(p, -1)) for p in mine) >= KILL_AFTER
+                    wait_for(w2_committed, 90, f"w2 to commit {KILL_AFTER} offsets on its partitions")
+                    procs[1].send_signal(signal.SIGKILL)
+                    procs[1].wait(10)
+                    at_kill["replay_running"] = replay.poll() is None
+                    at_kill["committed"] = {p: source_progress(kafka, app_id, source)[0].get(p, -1) for p in mine}
+                sent = finish_replay(replay)
+            finally:
+                if replay.poll() is None:
+                    replay.kill()
+                    replay.wait(10)
+            if expect_sent is not None:
+                assert sent == expect_sent
+            live = procs[:1] if kill_midway else procs
+            if kill_midway:     # w2 had committed some of its input, and had some left to do
+                ends = source_progress(kafka, app_id, source)[1]
+                at_kill["ends"] = {p: ends[p] for p in at_kill["committed"]}
+                assert any(0 < c < ends[p] for p, c in at_kill["committed"].items()), at_kill
+            wait_until_consumed(kafka, app_id, source, timeout_s, live)
+            api = wait_for_leaders(dash, expected, timeout_s, live)
+            # the dashboard follows the right group: its lag comes down to 0
+            health = wait_for(lambda: (h := dash.get("/api/health"))["consumer_lag"] == 0 and h, 20,
+                              "the dashboard to report a consumer lag of 0")
+            assert health["kafka_connected"] and health["group"] == app_id
+        assert_clean_logs(live)
+        return {"api": api, "assignment": assignment, "procs": procs, "health": health, "app_id": app_id,
+                "at_kill": at_kill}
+    return run
+
+
+@pytest.fixture(scope="module")
+def synthetic_days(tmp_path_factory):
+    """The synthetic folder (written once per module) and its batch reference, checked to be a case
+    where idle partitions matter."""
+    folder = tmp_path_factory.mktemp("e2e") / "hours"
+    syn_lines, quiet_lines = write_synthetic_with_quiet_end(folder)
+    lines = read_folder(folder)
+    assert len(lines) == len(syn_lines) + len(quiet_lines)
+    expected = batch_leaders(lines)
+    assert len(expected["leaders"]) == app_config.TOP_N
+
+    # Idle partitions, derived from the data: in the final hours only two repositories get events.
+    last_synthetic_ms = max(event_time_ms(line) for line in syn_lines)
+    final = [json.loads(line) for line in lines if event_time_ms(line) > last_synthetic_ms]
+    active = {partition_of(e["repo"]["name"]) for e in final}
+    assert len(final) == len(quiet_lines) and len(active) == 2, active
+    assert app_config.PARTITION_COUNT - len(active) == 30
+    assert len({p % SOURCE_PARTITIONS for p in active}) == 1    # 3 of 4 repartition partitions idle too
+    # The leaders mix both: repos of idle partitions, whose windows only watermarks can slide ...
+    idle_leaders = [ld for ld in expected["leaders"] if partition_of(ld["repo"]) not in active]
+    assert len(idle_leaders) >= 5 and any(partition_of(ld["repo"]) in active for ld in expected["leaders"])
+    # ... and a stream whose idle partitions kept the window of the last synthetic hour would differ.
+    stale = batch_leaders(syn_lines)["leaders"] + batch_leaders(quiet_lines)["leaders"]
+    stale = {"event_time": expected["event_time"],
+             "leaders": sorted(stale, key=lambda d: (-d["stars"], d["repo"]))[:app_config.TOP_N]}
+    assert comparable(stale)["leaders"] != comparable(expected)["leaders"]
+    return folder, lines, expected
+
+
+def test_synthetic_days_with_idle_partitions_match_batch(synthetic_days, stack):
+    folder, lines, expected = synthetic_days
+    run = stack(folder, expected, expect_sent=len(lines))
+    assert run["api"]["leaders"], "no leaders"
+    for ld in run["api"]["leaders"]:
+        assert len(ld["hourly"]) == 24 and sum(ld["hourly"]) == ld["stars"]
+    alpha = next(ld for ld in run["api"]["leaders"] if ld["repo"] == quiet_repos()[0])
+    assert [e["type"] for e in alpha["recent_events"]] == ["PullRequestEvent"] * 3
+    assert [e["number"] for e in alpha["recent_events"]] == [QUIET_HOURS, QUIET_HOURS - 1, QUIET_HOURS - 2]
+
+
+@pytest.mark.skipif(not REAL_FOLDER.exists(), reason="shared/data not present")
+def test_real_hour_matches_batch(stack):
+    lines = read_folder(REAL_FOLDER)
+    expected = batch_leaders(lines)
+    assert expected["event_time"].startswith("2015-01-01T12") and len(expected["leaders"]) == app_config.TOP_N
+    run = stack(REAL_FOLDER, expected, expect_sent=8273)
+    assert run["api"]["leaders"]
+
+
+def test_worker_killed_midway_keeps_the_result_exact(synthetic_days, stack):
+    """SIGKILL one of the two workers in the middle of the replay: the survivor takes over its
+    partitions (state from the changelog, input from the committed offsets) and the result is still
+    exactly the batch result."""
+    folder, lines, expected = synthetic_days
+    run = stack(folder, expected, kill_midway=True, expect_sent=len(lines))
+    w1, w2 = run["procs"]
+    assert w2.returncode == -signal.SIGKILL
+    print("at the kill:", run["at_kill"])
+    log = w1.log_path.read_text()
+    # w1 ends up owning every partition, restored from what w2 committed
+    assert re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]", log), log[-3000:]
+    assert re.search(r"w1: restored state 'repo-metadata' partitions \[0, 1, 2, 3\]", log), log[-3000:]
