@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=_speedup, default=env(config.ENV_SPEEDUP, config.DEFAULT_SPEEDUP),
                    help=f"archive seconds per wall second; 0 = as fast as possible "
                         f"(default {config.DEFAULT_SPEEDUP:g}; ${config.ENV_SPEEDUP})")
+    p.add_argument("--warmup-hours", type=_nonnegative_int,
+                   default=env(config.ENV_WARMUP_HOURS, config.DEFAULT_WARMUP_HOURS), metavar="N",
+                   help=f"send the first N hours as fast as possible, then pace at --speedup, so a "
+                        f"24-hour window is full at once (default {config.DEFAULT_WARMUP_HOURS}; "
+                        f"${config.ENV_WARMUP_HOURS})")
     p.add_argument("--kafka", default=None, metavar="HOST:PORT",
                    help=f"bootstrap servers (default 127.0.0.1:{config.DEFAULT_KAFKA_PORT}; "
                         f"${config.ENV_KAFKA}, or ${config.ENV_KAFKA_PORT} for the port)")
@@ -270,7 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     show_bar = not args.no_progress and sys.stderr.isatty()
     events_total = len(plan) * args.events_per_hour if kind == "synthetic" else None
     progress = Progress(len(plan), events_total, args.speedup, bar=show_bar, read_stats=run.read)
-    sender = Sender(bootstrap, args.topic, args.speedup, stop=stop, on_tick=progress.tick)
+    warm_until = H.ms(plan[0]) + args.warmup_hours * 3_600_000 if plan and args.warmup_hours else None
+    sender = Sender(bootstrap, args.topic, args.speedup, stop=stop, on_tick=progress.tick,
+                    unpaced_until_ms=warm_until)
     started = time.monotonic()
     try:
         with logging_redirect_tqdm() if show_bar else contextlib.nullcontext():

@@ -69,8 +69,9 @@ class Pacer:
 
     def __init__(self, speedup: float, window_s: float = config.PACING_WINDOW_S,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep):
+                 sleep: Callable[[float], object] = time.sleep, unpaced_until_ms: int | None = None):
         self.speedup = speedup
+        self.unpaced_until_ms = unpaced_until_ms   # warm-up: events before this go at full speed
         self.window_s = window_s
         self.clock, self.sleep = clock, sleep
         self.t0_ms: int | None = None      # event time of the first event
@@ -91,6 +92,8 @@ class Pacer:
             ts_ms = lo_ms
         if hi_ms is not None and ts_ms > hi_ms:
             ts_ms = hi_ms
+        if self.unpaced_until_ms is not None and ts_ms < self.unpaced_until_ms:
+            return False
         if self.t0_ms is None:
             self.t0_ms, self.high_ms, self.wall0 = ts_ms, ts_ms, self.clock()
         elif ts_ms > self.high_ms:
@@ -116,10 +119,11 @@ class Sender:
 
     def __init__(self, bootstrap: str, topic: str = config.TOPIC, speedup: float = 0.0, *,
                  stop: threading.Event | None = None, producer_config: dict | None = None,
-                 on_tick: Callable[["Sender"], None] | None = None, tick_s: float = 0.25):
+                 on_tick: Callable[["Sender"], None] | None = None, tick_s: float = 0.25,
+                 unpaced_until_ms: int | None = None):
         self.topic = topic
         self.stop = stop or threading.Event()
-        self.pacer = Pacer(speedup, sleep=self.stop.wait)
+        self.pacer = Pacer(speedup, sleep=self.stop.wait, unpaced_until_ms=unpaced_until_ms)
         self.produced = 0                  # handed to the producer by finished send() calls
         self._current = 0                  # ... and by the send() in progress
         self.delivered = 0

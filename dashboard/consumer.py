@@ -14,7 +14,7 @@ import logging
 import time
 import uuid
 
-from confluent_kafka import (OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException,
+from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException,
                              TopicPartition)
 
 from .background import BackgroundThread
@@ -127,8 +127,7 @@ class LeaderboardConsumer(BackgroundThread):
             for m in msgs:
                 err = m.error()
                 if err is None:
-                    ts_type, ts = m.timestamp()
-                    self.board.apply(m.key(), m.value(), ts if ts_type != TIMESTAMP_NOT_AVAILABLE else None)
+                    self.board.apply(m.key(), m.value())
                 elif err.code() == KafkaError._PARTITION_EOF:
                     continue
                 elif err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC,

@@ -185,9 +185,8 @@ def describe(monitor: HealthMonitor, consumer, board, config) -> dict:
         "consumer_state": consumer.state,
         "records": stats["records"],
         "malformed_records": stats["malformed"],
-        # when star_leaders last wrote a (committed) leaderboard record, from Kafka timestamps;
-        # falls back to when this dashboard last saw the top 10 change
-        "last_update": iso(stats["last_write"] or stats["last_change"]),
+        # when this dashboard last received a committed leaderboard record (wall clock)
+        "last_update": iso(stats["last_applied"]),
         "topic": config.topic,
         "source_topic": config.source_topic,
         "group": config.group,

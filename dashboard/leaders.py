@@ -209,12 +209,12 @@ class Board:
         self.dropped = 0          # leaders dropped from otherwise good records
         self.last_error: str | None = None
         self.last_change: float | None = None  # wall clock of the last visible change
-        self.last_write: float | None = None   # newest Kafka timestamp of an applied record (s)
+        # Wall clock of the last applied record.  Not the record's Kafka timestamp: star_leaders stamps
+        # its output with event time, i.e. archive time, years ago.
+        self.last_applied: float | None = None
 
-    def apply(self, key, value, timestamp_ms: int | None = None) -> bool:
-        """Store one record (not yet visible to readers).  False if it was skipped as malformed.
-
-        timestamp_ms: the record's Kafka timestamp, i.e. when star_leaders wrote it."""
+    def apply(self, key, value) -> bool:
+        """Store one record (not yet visible to readers).  False if it was skipped as malformed."""
         try:
             board, dropped = parse_record(key, value)
         except Malformed as e:
@@ -229,8 +229,7 @@ class Board:
                 return False
             self._parts[board.partition] = board
             self.records += 1
-            if timestamp_ms and timestamp_ms > 0:
-                self.last_write = max(self.last_write or 0.0, timestamp_ms / 1000.0)
+            self.last_applied = time.time()
             self.dropped += dropped
             self._dirty = True
         return True
@@ -282,4 +281,4 @@ class Board:
         with self._cond:
             return {"records": self.records, "malformed": self.malformed, "dropped": self.dropped,
                     "partitions": len(self._parts), "last_error": self.last_error,
-                    "last_change": self.last_change, "last_write": self.last_write}
+                    "last_change": self.last_change, "last_applied": self.last_applied}

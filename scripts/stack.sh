@@ -21,6 +21,8 @@
 #   STAR_LEADERS_START        2015-01-01-0      first archive hour, YYYY-MM-DD-H (UTC)
 #   STAR_LEADERS_HOURS        72                archive hours to replay (three days; the streamer then idles)
 #   STAR_LEADERS_SPEEDUP      24                archive seconds per wall second: one archive hour per 150 s
+#   STAR_LEADERS_WARMUP_HOURS 23                the first hours go as fast as possible, so the 24-hour
+#                                               window is full seconds after start; then 24x
 #   STAR_LEADERS_KAFKA        127.0.0.1:$KAFKA_PORT  (KAFKA_PORT defaults to 9092) Kafka bootstrap
 #                                               servers; the local broker is started only when this is
 #                                               127.0.0.1:$KAFKA_PORT or localhost:$KAFKA_PORT
@@ -68,15 +70,16 @@ local_settings() {
   : "${STAR_LEADERS_START:=2015-01-01-0}"
   : "${STAR_LEADERS_HOURS:=72}"
   : "${STAR_LEADERS_SPEEDUP:=24}"
+  : "${STAR_LEADERS_WARMUP_HOURS:=23}"
   : "${STAR_LEADERS_KAFKA:=127.0.0.1:$KAFKA_PORT}"
   : "${STAR_LEADERS_PORT:=5000}"
   : "${STAR_LEADERS_EVENTS_TOPIC:=gharchive}"
   : "${STAR_LEADERS_LEADERBOARD_TOPIC:=leaderboard}"
   : "${STAR_LEADERS_APP_ID:=star-leaders}"
-  export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA \
+  export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA \
     STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
 }
-settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_KAFKA
+settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA
   STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET"
 
 say() { echo "stack: $*"; }
@@ -275,7 +278,7 @@ start_local() {
   echo local > "$mode_file"
   echo "$STAR_LEADERS_PORT" > "$port_file"
   say "started honcho (pid $pid): streamer, primary, secondary, dashboard; logs in $log"
-  say "source=$STAR_LEADERS_SOURCE start=$STAR_LEADERS_START hours=$STAR_LEADERS_HOURS speedup=${STAR_LEADERS_SPEEDUP}x kafka=$STAR_LEADERS_KAFKA"
+  say "source=$STAR_LEADERS_SOURCE start=$STAR_LEADERS_START hours=$STAR_LEADERS_HOURS speedup=${STAR_LEADERS_SPEEDUP}x after ${STAR_LEADERS_WARMUP_HOURS} warm-up hours kafka=$STAR_LEADERS_KAFKA"
   if ! wait_for_dashboard "$STAR_LEADERS_PORT" "$STAR_LEADERS_START_TIMEOUT" "$pid"; then
     echo "stack: the dashboard did not answer on http://127.0.0.1:$STAR_LEADERS_PORT/api/leaders within ${STAR_LEADERS_START_TIMEOUT} s; last lines of $log:" >&2
     tail -n 40 "$log" >&2 || true

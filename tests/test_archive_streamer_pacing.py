@@ -52,6 +52,18 @@ def test_pacer_clamps_outliers_to_the_hour():
     assert sum(c.sleeps) <= 1.0 + 1e-9
 
 
+def test_pacer_warmup_sends_early_hours_unpaced_then_paces():
+    c = FakeClock()
+    h = 3_600_000
+    p = Pacer(3600.0, window_s=0.0, clock=c.clock, sleep=c.sleep, unpaced_until_ms=23 * h)
+    for ts in range(0, 23 * h, 60_000):           # 23 hours of warm-up: no sleep at all
+        p.wait(ts)
+    assert c.sleeps == []
+    for ts in (23 * h, 23 * h + h // 2, 24 * h):   # then one archive hour per wall second
+        p.wait(ts)
+    assert sum(c.sleeps) == pytest.approx(1.0)
+
+
 def test_pacer_speedup_zero_never_sleeps():
     def forbidden(_):
         raise AssertionError("slept at speedup 0")
