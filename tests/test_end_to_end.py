@@ -14,6 +14,7 @@ again with one worker killed by SIGKILL in the middle of the replay.
 """
 import gzip
 import json
+import os
 import re
 import signal
 import subprocess
@@ -128,6 +129,13 @@ def write_synthetic_with_quiet_end(folder: Path):
 
 # --------------------------------------------------------------------------------- the processes
 
+def clean_env():
+    """This environment without the variables that would change the CLIs' defaults (e.g. an
+    ARCHIVE_STREAMER_HOURS left set would replay only part of the folder)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("ARCHIVE_STREAMER_", "DASHBOARD_", "GHARCHIVE_", "KAFKA_BOOTSTRAP"))}
+
+
 def free_port():
     import socket
     with socket.socket() as s:
@@ -153,7 +161,7 @@ def dashboard(kafka, topic, source_topic, group, log_dir: Path, *extra):
     with open(log_path, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", "dashboard", "--kafka", kafka, "--topic", topic,
                                  "--source-topic", source_topic, "--group", group, "--port", str(port),
-                                 *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                                 *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=clean_env())
     d = Dashboard(proc, f"http://127.0.0.1:{port}", log_path)
     try:
         deadline = time.monotonic() + 30
@@ -183,7 +191,8 @@ def start_replay(kafka, folder, topic, log_dir: Path, *extra):
     log = open(log_path, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "archive_streamer", "--source", str(folder),
                              "--kafka", kafka, "--topic", topic, "--partitions", str(SOURCE_PARTITIONS),
-                             "--no-progress", *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+                             "--no-progress", *extra], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            env=clean_env())
     log.close()
     proc.log_path = log_path
     return proc
