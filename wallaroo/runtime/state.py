@@ -76,10 +76,19 @@ def restore(bootstrap, topic, partitions, timeout_s=300.0):
                   "max.partition.fetch.bytes": 64 * 1024 * 1024, "receive.message.max.bytes": 128 * 1024 * 1024})
     try:
         ends = {}
-        for p in partitions:
-            _low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-            if high > 0:
-                ends[p] = high
+        # The end to read to is the high watermark, asked for read_uncommitted: a read_committed client
+        # gets the last stable offset, which lags behind a checkpoint whose commit markers the
+        # coordinator has not written yet (they are written after commit_transaction returns), and the
+        # restore would silently miss that newest checkpoint.
+        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"restore-{uuid.uuid4().hex}",
+                          "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+        try:
+            for p in partitions:
+                _low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+                if high > 0:
+                    ends[p] = high
+        finally:
+            probe.close()
         raw = {p: {} for p in partitions}
         if ends:
             c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
