@@ -105,11 +105,14 @@ def test_live_replay_in_the_browser(kafka, topic_name, workers, tmp_path, chromi
             rows = page.locator("ol#leaders > li.leader")
             names = rows.locator(".repo-link")
 
-            # ---- the leaders appear, without a reload
+            # ---- the leaders appear, without a reload; EARLY leads LATE in the first hours
             expect(rows.first).to_be_visible(timeout=60_000)
             expect(page.locator("#empty")).to_be_hidden()
-            first = names.all_inner_texts()
-            assert EARLY in first and (LATE not in first or first.index(EARLY) < first.index(LATE)), first
+
+            def early_ahead():
+                now = names.all_inner_texts()
+                return now if EARLY in now and (LATE not in now or now.index(EARLY) < now.index(LATE)) else None
+            first = wait_for(early_ahead, 30, f"{EARLY} to show, ahead of {LATE}")
             assert replay.poll() is None, "the replay ended before the first leaders showed"
 
             # ---- the ranking changes while the replay runs: LATE overtakes EARLY
