@@ -417,9 +417,9 @@ def test_worker_killed_midway_keeps_the_result_exact(synthetic_days, stack):
     w1, w2 = run["procs"]
     assert w2.returncode == -signal.SIGKILL
     print("at the kill:", run["at_kill"])
-    # After its last rebalance w1 owns every partition, and restored w2's from what w2 committed.
+    # After its last rebalance (the one the kill caused) w1 owns every partition.  (Whether it restores
+    # state objects of w2's partitions depends on whether w2 had checkpointed any: it may have spent
+    # its few seconds on source records alone.)
     log = w1.log_path.read_text()
     last = log[log.rindex("w1: revoking"):]
-    assert re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]", last), log[-3000:]
-    for p in run["assignment"][f"{run['app_id']}-w2"]:
-        assert re.search(rf"restored \d+ \S+-changelog object\(s\) of partition {p}:", last), log[-3000:]
+    assert re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]; \S+ \[0, 1, 2, 3\]", last), log[-3000:]
