@@ -108,6 +108,11 @@ class Worker:
             # giving them up while our generation is still valid; partition i of co-partitioned topics
             # lands on one worker.
             "partition.assignment.strategy": "range",
+            # One fetch queue serves source and repartition partitions: keep it short, so records bound
+            # for state do not wait behind seconds of prefetched source records, and refill it at once
+            # (librdkafka's default waits a whole second once the queue was full).
+            "queued.max.messages.kbytes": 8192,
+            "fetch.queue.backoff.ms": 5,
             "session.timeout.ms": self.opts.session_timeout_ms,
             "heartbeat.interval.ms": max(100, self.opts.session_timeout_ms // 5),
         })
