@@ -230,3 +230,33 @@ def test_application_id_separates_deployments(kafka, topic_name, workers):
     for sink in (sink_a, sink_b):   # each deployment sees all input and has its own state
         got = read_topic(kafka, sink, expect=2, timeout_s=60)
         assert sorted(m.value() for m in got) == [b"w01=1", b"w01=2"]
+
+
+def test_restore_waits_for_a_checkpoint_still_being_committed(kafka, topic_name):
+    """Restore reads to the high watermark, not the last stable offset: a checkpoint whose transaction
+    is still open (or whose markers are not written yet) is waited for, never silently skipped."""
+    from wallaroo.runtime.routing import key_bytes
+    from wallaroo.runtime.serde import dump_state
+    from wallaroo.runtime.state import restore
+
+    topic = topic_name("restore")
+    create_topic(kafka, topic, 1, {"cleanup.policy": "compact"})
+    p = Producer({"bootstrap.servers": kafka, "transactional.id": topic})
+    p.init_transactions(30)
+    kb = key_bytes("w01")
+    for counts in ({"w01": 1}, {"w01": 2}):
+        state = wordcount.WordCounts()
+        state.counts = counts
+        p.begin_transaction()
+        p.produce(topic, dump_state(state), kb, partition=0)
+        if counts["w01"] == 1:
+            p.commit_transaction(30)
+    p.flush(30)                        # the second checkpoint is written but not committed yet
+    result = {}
+    t = threading.Thread(target=lambda: result.update(restore(kafka, topic, [0], timeout_s=60)))
+    t.start()
+    time.sleep(2.0)
+    assert t.is_alive(), "restore returned before the open checkpoint was settled"
+    p.commit_transaction(30)
+    t.join(60)
+    assert result[0][kb].counts == {"w01": 2}
