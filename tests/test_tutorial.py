@@ -3,6 +3,7 @@ import gzip
 from collections import Counter
 
 import orjson
+import pytest
 
 from conftest import SHARED_DATA
 from examples import fork_leaders
@@ -11,6 +12,7 @@ from wallaroo.testing import run_local
 HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 
 
+@pytest.mark.skipif(not HOUR.exists(), reason="shared/data not present")
 def test_fork_leaders_tutorial_on_the_real_hour():
     lines = gzip.open(HOUR).read().splitlines()
     result = run_local(fork_leaders, lines, args=["--kafka_source_topic", "gharchive",
