@@ -131,3 +131,15 @@ def group_assignments(bootstrap, group):
     desc = admin.describe_consumer_groups([group])[group].result(20)
     return {m.client_id: [(tp.topic, tp.partition) for tp in m.assignment.topic_partitions]
             for m in desc.members}
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import alive
+
 ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "scripts" / "stack.sh"
 VENV = Path(sys.prefix)
@@ -75,17 +77,6 @@ def tree(pid: int) -> set[int]:
                 found.add(c)
                 todo.append(c)
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.timeout(600)

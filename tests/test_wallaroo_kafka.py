@@ -22,11 +22,18 @@ pytestmark = pytest.mark.kafka
 FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
 
 
-def produce(bootstrap, topic, lines, *, rate=None, start_ms=1_420_000_000_000):
-    """Produce lines (keyed by index, timestamped one second apart); at `rate` lines/s if given."""
+def produce(bootstrap, topic, lines, *, rate=None, start_ms=1_420_000_000_000, pause=None):
+    """Produce lines (keyed by index, timestamped one second apart); at `rate` lines/s if given.
+
+    `pause` (a threading.Event): after half the lines, wait until it is set (at most 120 s), so a
+    test can kill a worker while input is certainly still to come."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     t0 = time.monotonic()
     for i, line in enumerate(lines):
+        if pause is not None and i == len(lines) // 2:
+            p.flush(30)
+            pause.wait(120)
+            t0 = time.monotonic() - i / rate if rate else t0
         p.produce(topic, line, key=str(i).encode(), timestamp=start_ms + i * 1000)
         if rate and i % 500 == 0:
             p.poll(0)
@@ -128,7 +135,9 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     src, sink, app_id = topic_name("eo-in"), topic_name("eo-out"), topic_name("eo")
     create_topic(kafka, src, 4)
     lines = word_lines(60_000, seed=2)
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines), kwargs={"rate": 6000})
+    killed = threading.Event()
+    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
+                              kwargs={"rate": 6000, "pause": killed}, daemon=True)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     w2 = workers.start("wordcount", src, sink, "w2", app_id, *FAST)
     feeder.start()
@@ -147,6 +156,7 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
     w2.send_signal(signal.SIGKILL)
     w2.wait(10)
+    killed.set()
     feeder.join()
     assert_exactly_once(kafka, sink, app_id, lines)
     assert w1.poll() is None
@@ -157,13 +167,16 @@ def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
     src, sink, app_id = topic_name("rs-in"), topic_name("rs-out"), topic_name("rs")
     create_topic(kafka, src, 2)
     lines = word_lines(30_000, seed=3)
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines), kwargs={"rate": 5000})
+    killed = threading.Event()
+    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
+                              kwargs={"rate": 5000, "pause": killed}, daemon=True)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.start()
     wait_for(lambda: len(read_topic(kafka, sink, idle_s=0.5, timeout_s=5)) > 1000, 60, "first outputs")
     assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
     w1.send_signal(signal.SIGKILL)
     w1.wait(10)
+    killed.set()
     time.sleep(1)
     workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.join()
