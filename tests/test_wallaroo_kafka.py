@@ -110,17 +110,18 @@ def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
 def test_poison_record_goes_to_dead_letters_and_worker_goes_on(kafka, topic_name, workers):
     src, sink, app_id = topic_name("poison-in"), topic_name("poison-out"), topic_name("poison")
     create_topic(kafka, src, 2)
-    lines = [b"w01 w02", b"POISON w01", b"w01", b"\xff\xfe not utf-8", b"w02"]
+    lines = [b"w01 w02", b"POISON w01", b"w01", b"\xff\xfe not utf-8", b"w02", b"zzz"]
     produce(kafka, src, lines)
     w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     got = read_topic(kafka, sink, expect=4, timeout_s=60)
     assert sorted(m.value() for m in got) == [b"w01=1", b"w01=2", b"w02=1", b"w02=2"]
-    dead = read_topic(kafka, T.dead_letter_topic(app_id), expect=2, timeout_s=30)
-    assert sorted(m.value() for m in dead) == [b"POISON w01", b"\xff\xfe not utf-8"]
+    dead = read_topic(kafka, T.dead_letter_topic(app_id), expect=3, timeout_s=30)
+    assert sorted(m.value() for m in dead) == [b"POISON w01", b"zzz", b"\xff\xfe not utf-8"]
     headers = {m.value(): dict(m.headers()) for m in dead}
-    assert headers[b"POISON w01"][b"step".decode()] == b"check poison"
+    assert headers[b"POISON w01"]["step"] == b"check poison"
     assert b"poison record" in headers[b"POISON w01"]["error"]
     assert headers[b"\xff\xfe not utf-8"]["step"] == b"decoder"
+    assert headers[b"zzz"]["step"] == b"count word" and b"not in the step's partition_keys" in headers[b"zzz"]["error"]
     assert {h["topic"] for h in headers.values()} == {src.encode()}
     # still alive and processing after the poison
     produce(kafka, src, [b"w03"])

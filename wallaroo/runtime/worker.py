@@ -179,11 +179,14 @@ class Worker:
         self.stats["in"] += 1
         for pi, decode in self.decoders[m.topic()]:
             try:
-                self.executor.run(pi, 0, decode(m.value()) if decode is not None else m.value())
+                data = decode(m.value()) if decode is not None else m.value()
+            except Exception as e:  # noqa: BLE001 - user code
+                self._dead_letter(m, "decoder", e)
+                continue
+            try:
+                self.executor.run(pi, 0, data)
             except StepError as e:
                 self._dead_letter(m, e.step_name, e.cause)
-            except Exception as e:  # noqa: BLE001 - the decoder raised
-                self._dead_letter(m, "decoder", e)
 
     def _on_repartition(self, m):
         store = self.stores[m.topic()]
@@ -222,14 +225,21 @@ class Worker:
                 self.stats["dead"] += 1
 
     def _route(self, pi, si, step, data):
-        kb = key_bytes(step.key_for(data))
-        partition = self.routers[(pi, si)].partition_for(kb)
-        self._produce(self.state_topic[step.state_name], self.serde.dumps(data), kb, partition,
+        try:
+            kb = key_bytes(step.key_for(data))
+            partition = self.routers[(pi, si)].partition_for(kb)
+            value = self.serde.dumps(data)
+        except Exception as e:  # noqa: BLE001 - the partitioner, a key outside partition_keys, serialize
+            raise StepError(step.name, e) from e
+        self._produce(self.state_topic[step.state_name], value, kb, partition,
                       self.current_ts, [(H_STEP, step_header(pi, si))])
 
     def _sink(self, pi, data):
         sink = self.app.pipelines[pi].sink
-        value, key = encode(sink.encoder, data)
+        try:
+            value, key = encode(sink.encoder, data)
+        except Exception as e:  # noqa: BLE001 - user code
+            raise StepError("encoder", e) from e
         if len(value) > sink.max_message_size > 0:
             raise StepError("encoder", ValueError(
                 f"encoded output is {len(value)} bytes, over the sink's max_message_size {sink.max_message_size}"))
