@@ -205,12 +205,20 @@ if doomed:
     while set(doomed) & set(admin.list_topics(timeout=10).topics) and time.monotonic() < deadline:
         time.sleep(0.5)
     print(f"stack: deleted {', '.join(doomed)}")
-try:
-    admin.delete_consumer_groups([app_id], request_timeout=15)[app_id].result(30)
-    print(f"stack: deleted consumer group {app_id}")
-except Exception as e:
-    if "GROUP_ID_NOT_FOUND" not in str(e):   # no such group: nothing to forget
+deadline = time.monotonic() + 30
+while True:
+    try:
+        admin.delete_consumer_groups([app_id], request_timeout=15)[app_id].result(30)
+        print(f"stack: deleted consumer group {app_id}")
+    except Exception as e:
+        if "GROUP_ID_NOT_FOUND" in str(e):     # no such group: nothing to forget
+            break
+        # a broker that just started is still electing/loading its group coordinator
+        if "COORDINATOR" in str(e) and time.monotonic() < deadline:
+            time.sleep(1)
+            continue
         print(f"stack: warning: consumer group {app_id} not deleted: {e}")
+    break
 PY
 }
 
