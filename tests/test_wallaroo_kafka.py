@@ -274,3 +274,33 @@ def test_restore_waits_for_a_checkpoint_still_being_committed(kafka, topic_name)
     p.commit_transaction(30)
     t.join(60)
     assert result[0][kb].counts == {"w01": 2}
+
+
+def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, workers):
+    """With a checkpoint interval far longer than the test, only the shutdown can commit: after SIGTERM
+    the group's source offsets are at the end and the repartitioned records are committed; a restarted
+    worker then finishes the state work, every output exactly once."""
+    from confluent_kafka import Consumer, TopicPartition
+    src, sink, app_id = topic_name("term-in"), topic_name("term-out"), topic_name("term")
+    create_topic(kafka, src, 2)
+    lines = word_lines(200, seed=4)
+    produce(kafka, src, lines)
+    words = sum(expected_counts(lines).values())
+    repartition = T.repartition_topic(app_id, "word counts")
+    w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000")
+    wait_for(lambda: len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5)) >= words,
+             60, "the worker to route every word (uncommitted)")
+    assert read_topic(kafka, repartition, idle_s=0.5, timeout_s=5) == [], "committed before the interval"
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(60) == 0
+    routed = [m for m in read_topic(kafka, repartition, expect=words, timeout_s=30) if m.key() is not None]
+    assert len(routed) == words
+    probe = Consumer({"bootstrap.servers": kafka, "group.id": app_id})
+    try:
+        committed = probe.committed([TopicPartition(src, p) for p in (0, 1)], timeout=10)
+        ends = [probe.get_watermark_offsets(TopicPartition(src, p), timeout=10)[1] for p in (0, 1)]
+    finally:
+        probe.close()
+    assert [tp.offset for tp in committed] == ends
+    workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    assert_exactly_once(kafka, sink, app_id, lines)
