@@ -92,7 +92,7 @@ def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
     lines = word_lines(3000, seed=1) + [b"# comment w01", b"w05 w06"]
     produce(kafka, src, lines)
     local = run_local(wordcount, lines, args=["--kafka_source_topic", src, "--kafka_sink_topic", sink])
-    w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
+    w = workers.start("wordcount", src, sink, "w1", app_id, *FAST, "--purge-interval-ms", "200")
     got = read_topic(kafka, sink, expect=len(local.outputs), timeout_s=120)
     assert Counter((m.value(), m.key()) for m in got) == Counter((r.value, r.key) for r in local.outputs)
     # per key, the order on Kafka is the order the local runner produced
@@ -103,6 +103,17 @@ def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
     for r in local.outputs:
         local_by_key[r.key].append(r.value)
     assert by_key == local_by_key
+    # consumed repartition records are deleted from Kafka (purged up to the committed offsets)
+    from confluent_kafka import Consumer, TopicPartition
+    probe = Consumer({"bootstrap.servers": kafka, "group.id": app_id})
+    tps = [TopicPartition(T.repartition_topic(app_id, "word counts"), p) for p in range(4)]
+    try:
+        wait_for(lambda: all(probe.get_watermark_offsets(tp, timeout=10, cached=False)[0] > 0 for tp in tps),
+                 30, "repartition records to be purged")
+        lows = [probe.get_watermark_offsets(tp, timeout=10, cached=False)[0] for tp in tps]
+        assert all(low <= tp.offset for low, tp in zip(lows, probe.committed(tps, timeout=10)))
+    finally:
+        probe.close()
     w.send_signal(signal.SIGTERM)
     assert w.wait(30) == 0
 

@@ -35,6 +35,8 @@ def parser():
                    help="how long a crashed worker's open transaction can block readers (default 10000)")
     p.add_argument("--session-timeout-ms", type=int, default=10000,
                    help="how soon the group notices a worker is gone (default 10000)")
+    p.add_argument("--purge-interval-ms", type=int, default=30000,
+                   help="how often consumed repartition records are deleted from Kafka (default 30000)")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
 
@@ -79,7 +81,8 @@ def main(argv=None):
     worker = Worker(app, module, WorkerOptions(
         name=opts.name, application_id=opts.application_id,
         checkpoint_interval_ms=opts.checkpoint_interval_ms,
-        transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms))
+        transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
+        purge_interval_ms=opts.purge_interval_ms))
     try:
         worker.run()
     except TopologyError as e:

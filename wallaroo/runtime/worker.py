@@ -24,7 +24,6 @@ from .state import StateStore, restore
 from .steps import Executor, StepError, encode
 
 log = logging.getLogger("wallaroo.worker")
-PURGE_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -35,6 +34,7 @@ class WorkerOptions:
     transaction_timeout_ms: int = 10000
     session_timeout_ms: int = 10000
     stats_interval_s: float = 10.0
+    purge_interval_ms: int = 30000        # how often consumed repartition records are deleted
     bootstrap: str | None = None          # default: the first pipeline's source brokers
 
 
@@ -54,7 +54,7 @@ class Worker:
         self.stats = {"in": 0, "state": 0, "out": 0, "dead": 0}
         self.dead_logged = 0
         self.purgeable = {}               # repartition (topic, partition) -> committed offset
-        self.next_purge = time.monotonic() + PURGE_INTERVAL_S
+        self.next_purge = time.monotonic() + self.opts.purge_interval_ms / 1000.0
 
         self.by_source = {}
         self.decoders = {}                # source topic -> [(pipeline index, plain decoder function)]
@@ -153,6 +153,8 @@ class Worker:
                 if now >= next_checkpoint:
                     self.checkpoint()
                     next_checkpoint = now + interval
+                if self.purgeable and now >= self.next_purge:
+                    self._purge()
                 if now >= next_stats:
                     self._log_stats(last, now - next_stats + self.opts.stats_interval_s)
                     last, next_stats = dict(self.stats), now + self.opts.stats_interval_s
@@ -308,14 +310,12 @@ class Worker:
                 self.purgeable[(topic, p)] = offset
         self.offsets.clear()
         self.pending = False
-        if self.purgeable and time.monotonic() >= self.next_purge:
-            self._purge()
 
     def _purge(self):
         """Delete repartition records below the committed offsets: they are consumed for good."""
         tps = [TopicPartition(t, p, o) for (t, p), o in self.purgeable.items()]
         self.purgeable = {}
-        self.next_purge = time.monotonic() + PURGE_INTERVAL_S
+        self.next_purge = time.monotonic() + self.opts.purge_interval_ms / 1000.0
         for tp, fut in self.admin.delete_records(tps).items():
             fut.add_done_callback(lambda f, tp=tp: f.exception() and log.warning(
                 "purging %s[%d]: %s", tp.topic, tp.partition, f.exception()))
