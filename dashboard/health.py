@@ -22,7 +22,7 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from .background import BackgroundThread

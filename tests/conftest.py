@@ -1,5 +1,6 @@
 """Shared fixtures: the real local Kafka broker (started if absent) and topic helpers."""
 import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -10,6 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+CHROMIUM = "/usr/bin/chromium"          # Debian's (make chromium); Playwright's own download is not used
+ARTIFACTS = ROOT / "test-artifacts"     # screenshots (gitignored)
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +146,16 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except OSError:
         return True
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Debian Chromium driven by Playwright."""
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.skip("Debian's chromium is not installed (make chromium)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield browser
+        browser.close()

@@ -2,36 +2,20 @@
 empty state, leaders arriving without reload, reordering, escaping of archive strings, layout at
 phone and desktop widths.  Screenshots go to test-artifacts/ (gitignored)."""
 import random
-import shutil
 import threading
 import uuid
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import create_topic
+from conftest import ARTIFACTS, create_topic
 from dashboard.config import Config
 from test_dashboard_helpers import (REPOS, expected_top, hourly_shape, leader, produce_txn, record,
                                     recent_events, serve)
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 XSS_TITLE = "<script>window.__xss=1</script><b>bold</b>"
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (make chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 def leaderboard(seed: int, window_end: str, boost: dict | None = None) -> dict[int, list[dict]]:

@@ -6,12 +6,12 @@ The page is opened before the replay starts and never reloaded: the leaders must
 must change (a repository overtakes another) while the replay still runs, and a pull request title
 with a <script> in it must show as literal text.  A screenshot goes to test-artifacts/e2e-dashboard.png.
 """
-import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from conftest import ARTIFACTS
 from archive_streamer import synthetic
 from reference import batch_leaders, event_time_ms
 from test_end_to_end import (dashboard, event_line, finish_replay, iso, read_folder, start_replay,
@@ -19,8 +19,6 @@ from test_end_to_end import (dashboard, event_line, finish_replay, iso, read_fol
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 START = datetime(2015, 3, 2, tzinfo=timezone.utc)
 HOURS = 8
@@ -62,18 +60,6 @@ def write_hours(folder: Path):
                                     actor="alice", title="Add docs", number=8))
         lines.sort(key=event_time_ms)   # stable: the synthetic lines keep their (mostly sorted) order
         write_hour(folder, hour, lines)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (make chromium)")
-    from playwright.sync_api import sync_playwright
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield browser
-        browser.close()
 
 
 def test_live_replay_in_the_browser(kafka, topic_name, workers, tmp_path, chromium):
