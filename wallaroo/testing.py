@@ -60,7 +60,7 @@ def load_application(app, args=None):
     return built, app
 
 
-def run_local(app, inputs, args=None, topic=None):
+def run_local(app, inputs, args=None):
     """Feed `inputs` to the application's source(s) and return what its sinks would receive.
 
     `inputs` items are bytes, `(bytes, timestamp_ms)`, or `Watermark(ms)`; with a dict
@@ -97,8 +97,6 @@ def run_local(app, inputs, args=None, topic=None):
     for src_topic, items in by_topic.items():
         pipelines = [i for i, p in enumerate(application.pipelines)
                      if src_topic is None or p.source.topic == src_topic]
-        if topic is not None:
-            pipelines = [i for i in pipelines if application.pipelines[i].source.topic == topic]
         for item in items:
             if isinstance(item, Watermark):
                 ts, raw = item.event_time_ms, None
