@@ -86,6 +86,17 @@ def wait_for(predicate, timeout_s, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def kill_9_mid_stream(bootstrap, sink, worker, feeder, killed, after_outputs):
+    """SIGKILL `worker` once the sink holds `after_outputs` committed records, while the feeder still
+    holds back input (it waits on `killed`, set here after the kill)."""
+    wait_for(lambda: len(read_topic(bootstrap, sink, idle_s=0.5, timeout_s=5)) > after_outputs, 60,
+             "first outputs")
+    assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    killed.set()
+
+
 def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
     src, sink, app_id = topic_name("wc-in"), topic_name("wc-out"), topic_name("wc")
     create_topic(kafka, src, 4)
@@ -163,12 +174,7 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     assignment = wait_for(both_assigned, 60, "both workers to receive partitions")
     for member, tps in assignment.items():
         assert any(t == src for t, _ in tps) or any("repartition" in t for t, _ in tps), (member, tps)
-    # kill -9 one worker mid-stream, once it has committed work
-    wait_for(lambda: len(read_topic(kafka, sink, idle_s=0.5, timeout_s=5)) > 2000, 60, "first outputs")
-    assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
-    w2.send_signal(signal.SIGKILL)
-    w2.wait(10)
-    killed.set()
+    kill_9_mid_stream(kafka, sink, w2, feeder, killed, after_outputs=2000)
     feeder.join()
     assert_exactly_once(kafka, sink, app_id, lines)
     assert w1.poll() is None
@@ -184,11 +190,7 @@ def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
                               kwargs={"rate": 5000, "pause": killed}, daemon=True)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.start()
-    wait_for(lambda: len(read_topic(kafka, sink, idle_s=0.5, timeout_s=5)) > 1000, 60, "first outputs")
-    assert feeder.is_alive(), "the input ended before the kill: not mid-stream"
-    w1.send_signal(signal.SIGKILL)
-    w1.wait(10)
-    killed.set()
+    kill_9_mid_stream(kafka, sink, w1, feeder, killed, after_outputs=1000)
     time.sleep(1)
     workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.join()
