@@ -1,7 +1,7 @@
 """ApplicationBuilder: the 0.4 way to describe an application as pipelines of steps."""
 from dataclasses import dataclass, field
 
-from . import decorators as d
+from . import decorators
 from .kafka import KafkaSinkConfig, KafkaSourceConfig
 
 
@@ -11,7 +11,7 @@ class ApplicationError(ValueError):
 
 @dataclass
 class StatelessStep:
-    computation: d.Step
+    computation: decorators.Step
     parallel: bool = False
 
     @property
@@ -22,7 +22,7 @@ class StatelessStep:
 @dataclass
 class StateStep:
     """A state computation on named state, one state object per partition key."""
-    computation: d.Step
+    computation: decorators.Step
     state_class: type
     state_name: str
     partitioner: object = None          # None: a single state object (`to_stateful`)
@@ -57,10 +57,10 @@ class Application:
 
     def state_steps(self):
         """(pipeline index, step index, StateStep) for every state step."""
-        for pi, p in enumerate(self.pipelines):
-            for si, s in enumerate(p.steps):
-                if isinstance(s, StateStep):
-                    yield pi, si, s
+        for pipeline_index, pipeline in enumerate(self.pipelines):
+            for step_index, step in enumerate(pipeline.steps):
+                if isinstance(step, StateStep):
+                    yield pipeline_index, step_index, step
 
     def state_names(self):
         return sorted({s.state_name for _, _, s in self.state_steps()})
@@ -141,13 +141,13 @@ class ApplicationBuilder:
                 errors.append(f"{where}: has no source (new_pipeline needs a KafkaSourceConfig)")
             elif not p.source.topic:
                 errors.append(f"{where}: source has no topic")
-            elif p.source.decoder is not None and not isinstance(p.source.decoder, d.Decoder):
+            elif p.source.decoder is not None and not isinstance(p.source.decoder, decorators.Decoder):
                 errors.append(f"{where}: source decoder {p.source.decoder!r} is not decorated with @wallaroo.decoder")
             if not isinstance(p.sink, KafkaSinkConfig):
                 errors.append(f"{where}: has no sink (end it with to_sink(KafkaSinkConfig(...)))")
             elif not p.sink.topic:
                 errors.append(f"{where}: sink has no topic")
-            elif p.sink.encoder is not None and not isinstance(p.sink.encoder, d.Encoder):
+            elif p.sink.encoder is not None and not isinstance(p.sink.encoder, decorators.Encoder):
                 errors.append(f"{where}: sink encoder {p.sink.encoder!r} is not decorated with @wallaroo.encoder")
             for i, s in enumerate(p.steps, 1):
                 errors.extend(_check_step(f"{where}, step {i}", s, states))
@@ -159,12 +159,12 @@ class ApplicationBuilder:
 def _check_step(where, s, states):
     c = s.computation
     label = f"{where} ({getattr(c, 'name', getattr(c, '__name__', repr(c)))!r})"
-    if not isinstance(c, d.Step):
+    if not isinstance(c, decorators.Step):
         return [f"{label}: {c!r} is not decorated with @wallaroo.computation or @wallaroo.state_computation"]
-    if isinstance(s, StatelessStep) and c.kind not in d.STATELESS_KINDS:
+    if isinstance(s, StatelessStep) and c.kind not in decorators.STATELESS_KINDS:
         return [f"{label}: a {c.kind} needs state: use to_stateful or to_state_partition, not to"]
     if isinstance(s, StateStep):
-        if c.kind not in d.STATE_KINDS:
+        if c.kind not in decorators.STATE_KINDS:
             return [f"{label}: a {c.kind} has no state: use to or to_parallel"]
         if not isinstance(s.state_class, type):
             return [f"{label}: state class {s.state_class!r} is not a class"]

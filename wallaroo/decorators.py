@@ -76,7 +76,7 @@ class Decoder:
     """A `@decoder`: turns the bytes of one source record into the message.
 
     `header_length` and `length_fmt` framed TCP sources in Wallaroo; a Kafka record is already
-    one message, so they are kept for compatibility and used only by `decode_framed`."""
+    one message, so they are kept for compatibility (and `payload_length` reads such a header)."""
 
     def __init__(self, func, header_length, length_fmt):
         functools.update_wrapper(self, func)

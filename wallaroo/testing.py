@@ -1,25 +1,35 @@
-"""Run an application in memory, for users' unit tests: no Kafka, same semantics.
+"""Run an application in memory, for users' unit tests: no Kafka, the worker's own processing code.
 
     from wallaroo.testing import run_local
     result = run_local(star_leaders, [line1, line2], args=["--kafka_source_topic", "in", ...])
     assert result.values == [...]
 
-Messages cross a state step through the module's serialize/deserialize (pickle by default) exactly as
-they would cross Kafka, so unpicklable messages fail here too. The Kafka tests do not use this runner.
+The records go through the runtime's task (`wallaroo/runtime/task.py`), as on a Kafka worker: the same
+step executor, key router, state store, serialization across the state step (the module's
+serialize/deserialize, pickle by default, so unpicklable messages fail here too), dead letters naming
+the failing step, and event time that reaches state partitions through watermarks at checkpoint
+boundaries. Only the transport is in memory. The project's own engine tests run on the real broker.
 """
-from collections import defaultdict
+from collections import deque
 from dataclasses import dataclass, field
 
 from .builder import Application, ApplicationBuilder
-from .runtime.routing import key_bytes
-from .runtime.serde import Serde, dump_state, load_state
-from .runtime.steps import Executor, StepError, encode
+from .runtime import topics
+from .runtime.routing import key_from_bytes
+from .runtime.serde import Serde, load_state
+from .runtime.task import Task
 
 
 @dataclass
 class Watermark:
-    """An input item that moves event time on without a record (as idle partitions see it on Kafka)."""
+    """An input item that moves event time on without a record (as idle partitions see it on Kafka):
+    the source's event time reaches `event_time_ms`, then a checkpoint boundary delivers it."""
     event_time_ms: int
+
+
+@dataclass
+class Checkpoint:
+    """An input item marking a checkpoint boundary: watermarks go out, changed state is saved."""
 
 
 @dataclass
@@ -35,6 +45,7 @@ class DeadLetter:
     topic: str
     value: bytes
     error: str
+    step: str = ""
 
 
 @dataclass
@@ -46,6 +57,64 @@ class LocalResult:
     @property
     def values(self):
         return [r.value for r in self.outputs]
+
+
+class LocalMessage:
+    """An in-memory record with the accessors of confluent-kafka's Message that the task uses."""
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts")
+
+    def __init__(self, topic, partition, offset, key, value, headers=None, ts=None):
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers, self._ts = key, value, headers, ts
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+    def timestamp(self):
+        return (0, -1) if self._ts is None else (1, self._ts)   # (TIMESTAMP_NOT_AVAILABLE, -1) or CREATE_TIME
+
+
+class LocalCollector:
+    """Where the task's output goes in memory: repartition records queue up for the state step,
+    changelog records overwrite by key as compaction would."""
+
+    def __init__(self, result):
+        self.result = result
+        self.queue = deque()
+        self.offsets = {}
+        self.changelog = {}           # (changelog topic, key bytes) -> state bytes
+
+    def repartition(self, topic, partition, key, value, headers, ts):
+        offset = self.offsets[(topic, partition)] = self.offsets.get((topic, partition), -1) + 1
+        self.queue.append(LocalMessage(topic, partition, offset, key, value, headers, ts))
+
+    def sink(self, topic, value, key, ts):
+        self.result.outputs.append(SinkRecord(topic, value, key, ts))
+
+    def dead_letter(self, m, step, error):
+        self.result.dead_letters.append(DeadLetter(m.topic(), m.value(), _describe(step, error), str(step)))
+
+    def hook_failed(self, state_name, partition, error):
+        self.result.dead_letters.append(DeadLetter(state_name, b"", str(error), error.step_name))
+
+
+def _describe(step, error):
+    return f"step {step!r} raised {type(error).__name__}: {error}"
 
 
 def load_application(app, args=None):
@@ -60,69 +129,59 @@ def load_application(app, args=None):
     return built, app
 
 
-def run_local(app, inputs, args=None):
+def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1):
     """Feed `inputs` to the application's source(s) and return what its sinks would receive.
 
-    `inputs` items are bytes, `(bytes, timestamp_ms)`, or `Watermark(ms)`; with a dict
-    {topic: items} each source topic gets its own. Event time (`wallaroo.event_time()`, and the
-    `on_event_time` hook) follows the largest timestamp seen so far, as on Kafka."""
+    `inputs` items are bytes, `(bytes, timestamp_ms)`, `Watermark(ms)` or `Checkpoint()`; with a dict
+    {topic: items} each source topic gets its own, else every source gets every item. A checkpoint
+    boundary follows every `checkpoint_every` records (None: only at `Checkpoint()`/`Watermark()` items
+    and the end); there, as on Kafka, the newest source event time reaches every one of the
+    `partitions` state partitions and runs `on_event_time`. Errors in `on_event_time`, which a Kafka
+    worker logs and counts, are listed in `dead_letters` with an empty value."""
     application, module = load_application(app, args)
-    serde = Serde(module)
     result = LocalResult()
-    states = defaultdict(dict)                       # state name -> {key bytes: state}
-    keys = {}                                        # key bytes -> original key
-    current = {"ts": None}
+    collector = LocalCollector(result)
+    task = Task(application, topics.application_id(application.name), Serde(module, application),
+                partitions, collector, name="local")
+    for store in task.stores.values():
+        for p in range(partitions):
+            store.adopt(p, {})
 
-    def route(pi, si, step, data):
-        key = step.key_for(data)
-        if step.partition_keys is not None and key not in step.partition_keys:
-            raise StepError(step.name, KeyError(f"partition key {key!r} is not in partition_keys"))
-        kb = key_bytes(key)
-        keys[kb] = key
-        table = states[step.state_name]
-        state = table.get(kb)
-        if state is None:
-            state = table[kb] = step.state_class()
-        executor.apply_state(pi, si, state, serde.loads(serde.dumps(data)), current["ts"])
+    def drain():
+        while collector.queue:
+            task.process_repartition(collector.queue.popleft())
 
-    def sink(pi, data):
-        cfg = application.pipelines[pi].sink
-        value, key = encode(cfg.encoder, data)
-        result.outputs.append(SinkRecord(cfg.topic, value, key, current["ts"]))
-
-    executor = Executor(application, route, sink)
-    event_time = None
+    def boundary():
+        wm = task.emit_watermarks()
+        drain()
+        for topic, _p, kb, blob in task.changelog_records():
+            collector.changelog[(topic, kb)] = blob
+        if wm is not None:
+            task.clock.sent_watermark(wm)
 
     by_topic = inputs if isinstance(inputs, dict) else {None: inputs}
+    count = 0
     for src_topic, items in by_topic.items():
-        pipelines = [i for i, p in enumerate(application.pipelines)
-                     if src_topic is None or p.source.topic == src_topic]
+        targets = task.source_topics if src_topic is None else [src_topic]
         for item in items:
+            if isinstance(item, Checkpoint):
+                boundary()
+                continue
             if isinstance(item, Watermark):
-                ts, raw = item.event_time_ms, None
-            elif isinstance(item, tuple):
-                raw, ts = item
-            else:
-                raw, ts = item, None
-            if raw is not None:
-                current["ts"] = ts
-                for pi in pipelines:
-                    src = application.pipelines[pi].source
-                    try:
-                        data = src.decoder(raw) if src.decoder is not None else raw
-                        executor.run(pi, 0, data)
-                    except Exception as e:  # noqa: BLE001 - a poison record, as the worker treats it
-                        result.dead_letters.append(DeadLetter(src.topic, raw, str(e)))
-            if ts is not None and (event_time is None or ts > event_time):
-                event_time = ts
-                current["ts"] = ts
-                for name, table in states.items():
-                    for state in table.values():
-                        try:
-                            executor.advance_event_time(name, state, ts)
-                        except StepError as e:
-                            result.dead_letters.append(DeadLetter(name, b"", str(e)))
-    # States round-trip through pickle as the changelog would store them.
-    result.states = {name: {keys[kb]: load_state(dump_state(s)) for kb, s in table.items()}
-                     for name, table in states.items()}
+                task.clock.saw(item.event_time_ms)
+                boundary()
+                continue
+            raw, ts = item if isinstance(item, tuple) else (item, None)
+            for topic in targets:
+                task.process_source(LocalMessage(topic, 0, count, None, raw, None, ts))
+            drain()
+            count += 1
+            if checkpoint_every and count % checkpoint_every == 0:
+                boundary()
+    boundary()
+    # The final states as a restore would read them back from the changelog.
+    changelog_state = {store.changelog: store.name for store in task.stores.values()}
+    result.states = {name: {} for name in changelog_state.values()}
+    for (topic, kb), blob in collector.changelog.items():
+        result.states[changelog_state[topic]][key_from_bytes(kb)] = load_state(blob)
     return result

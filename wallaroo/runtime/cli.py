@@ -17,26 +17,27 @@ WALLAROO_FLAGS = {"--cluster-initializer": False, "--ponynoblock": False, "--joi
 
 
 def parser():
+    defaults = WorkerOptions()
     p = argparse.ArgumentParser(
         prog="machida", description="Run a Wallaroo 0.4-style Python application on Kafka. Every worker "
         "started with the same application (id) joins one consumer group and shares the work and state.",
         epilog="Other arguments are passed to the application's application_setup(args), e.g. "
         "--kafka_source_topic, --kafka_source_brokers, --kafka_sink_topic, --kafka_sink_brokers.")
     p.add_argument("--application-module", required=True, help="module defining application_setup(args)")
-    p.add_argument("--name", default=os.environ.get("WALLAROO_WORKER_NAME", "worker"),
+    p.add_argument("--name", default=os.environ.get("WALLAROO_WORKER_NAME", defaults.name),
                    help="worker name, unique within the application (it names the transactional id); "
                         "default $WALLAROO_WORKER_NAME or 'worker'")
     p.add_argument("--application-id", default=os.environ.get("WALLAROO_APPLICATION_ID"),
                    help="consumer group and internal topic prefix; default derived from the application's "
                         "name. Two deployments of one application on one broker need different ids")
-    p.add_argument("--checkpoint-interval-ms", type=int, default=1000,
-                   help="how often one transaction commits outputs, state and offsets (default 1000)")
-    p.add_argument("--transaction-timeout-ms", type=int, default=10000,
-                   help="how long a crashed worker's open transaction can block readers (default 10000)")
-    p.add_argument("--session-timeout-ms", type=int, default=10000,
-                   help="how soon the group notices a worker is gone (default 10000)")
-    p.add_argument("--purge-interval-ms", type=int, default=30000,
-                   help="how often consumed repartition records are deleted from Kafka (default 30000)")
+    p.add_argument("--checkpoint-interval-ms", type=int, default=defaults.checkpoint_interval_ms,
+                   help="how often one transaction commits outputs, state and offsets (default %(default)s)")
+    p.add_argument("--transaction-timeout-ms", type=int, default=defaults.transaction_timeout_ms,
+                   help="how long a crashed worker's open transaction can block readers (default %(default)s)")
+    p.add_argument("--session-timeout-ms", type=int, default=defaults.session_timeout_ms,
+                   help="how soon the group notices a worker is gone (default %(default)s)")
+    p.add_argument("--purge-interval-ms", type=int, default=defaults.purge_interval_ms,
+                   help="how often consumed repartition records are deleted from Kafka (default %(default)s)")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
 

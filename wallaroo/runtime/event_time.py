@@ -12,9 +12,9 @@ import struct
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
 
-from .routing import H_WATERMARK
+from .routing import WATERMARK_HEADER, header
 
-WATERMARK_HEADERS = [(H_WATERMARK, b"1")]
+WATERMARK_HEADERS = [(WATERMARK_HEADER, b"1")]
 _PACK = struct.Struct(">q")
 
 
@@ -33,7 +33,7 @@ def decode_watermark(value: bytes) -> int:
 
 
 def is_watermark(headers) -> bool:
-    return bool(headers) and headers[0][0] == H_WATERMARK
+    return header(headers, WATERMARK_HEADER) is not None
 
 
 class SourceClock:

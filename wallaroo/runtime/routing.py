@@ -1,10 +1,12 @@
-"""Where a message goes: partition keys as bytes, and the Kafka partition that owns each key."""
+"""Where a message goes: partition keys as bytes, the Kafka partition that owns each key, and the
+headers that say which state step a repartitioned record is for."""
+import json
 import pickle
 import zlib
 
 # Record headers on internal topics.
-H_STEP = "w-step"            # "<pipeline index>:<step index>" of the state step a record is for
-H_WATERMARK = "w-watermark"  # marks a watermark record; value is the event time (ms, 8 bytes)
+STEP_HEADER = "w-step"            # identity of the state step a record is for (see step_header)
+WATERMARK_HEADER = "w-watermark"  # marks a watermark record; value is the event time (ms, 8 bytes)
 
 
 def key_bytes(key) -> bytes:
@@ -45,15 +47,35 @@ class KeyRouter:
         if self.index is not None:
             i = self.index.get(kbytes)
             if i is None:
-                raise KeyError(f"partition key {key_from_bytes(kbytes)!r} is not in the step's partition_keys")
+                raise KeyError(f"partition key {key_from_bytes(kbytes)!r} is not in the step's partition_keys "
+                               f"(a key not in partition_keys has no state partition)")
             return i % self.num_partitions
         return zlib.crc32(kbytes) % self.num_partitions
 
 
-def step_header(pipeline_index: int, step_index: int) -> bytes:
-    return f"{pipeline_index}:{step_index}".encode()
+def step_header(step_id: tuple) -> bytes:
+    """The header value naming a state step by its stable identity (pipeline name, step name[, n]).
+
+    Names, not positions: records already in a repartition topic still reach their step after the
+    application gains a pipeline or a step in front of it."""
+    return json.dumps(list(step_id), ensure_ascii=False).encode("utf-8")
 
 
-def parse_step_header(value: bytes):
-    p, s = value.split(b":")
-    return int(p), int(s)
+def parse_step_header(value: bytes) -> tuple:
+    """The step identity in a header value; ValueError when it is not one."""
+    try:
+        parts = json.loads(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"malformed {STEP_HEADER} header {value[:80]!r}") from e
+    if not (isinstance(parts, list) and 2 <= len(parts) <= 3 and all(isinstance(p, (str, int)) for p in parts)):
+        raise ValueError(f"malformed {STEP_HEADER} header {value[:80]!r}")
+    return tuple(parts)
+
+
+def header(headers, name):
+    """The value of header `name` in a record's header list, or None."""
+    if headers:
+        for k, v in headers:
+            if k == name:
+                return v
+    return None

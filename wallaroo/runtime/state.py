@@ -10,6 +10,7 @@ import uuid
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from .clients import end_offsets_probe_config, restore_consumer_config
 from .routing import key_from_bytes
 from .serde import dump_state, load_state
 
@@ -70,18 +71,11 @@ def restore(bootstrap, topic, partitions, timeout_s=300.0):
     tables = {p: {} for p in partitions}
     if not partitions:
         return tables
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"restore-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed",
-                  "enable.partition.eof": False, "fetch.max.bytes": 64 * 1024 * 1024,
-                  "max.partition.fetch.bytes": 64 * 1024 * 1024, "receive.message.max.bytes": 128 * 1024 * 1024})
+    c = Consumer(restore_consumer_config(bootstrap, f"restore-{uuid.uuid4().hex}"))
     try:
         ends = {}
-        # The end to read to is the high watermark, asked for read_uncommitted: a read_committed client
-        # gets the last stable offset, which lags behind a checkpoint whose commit markers the
-        # coordinator has not written yet (they are written after commit_transaction returns), and the
-        # restore would silently miss that newest checkpoint.
-        probe = Consumer({"bootstrap.servers": bootstrap, "group.id": f"restore-{uuid.uuid4().hex}",
-                          "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+        # The end to read to is the high watermark, not the last stable offset: see end_offsets_probe_config.
+        probe = Consumer(end_offsets_probe_config(bootstrap, f"restore-{uuid.uuid4().hex}"))
         try:
             for p in partitions:
                 _low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)

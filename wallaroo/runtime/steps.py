@@ -1,12 +1,27 @@
-"""Running a pipeline's steps on one message: shared by the Kafka worker and the local runner.
+"""The plan and its executor: running a pipeline's steps on one message, for the Kafka worker and the
+local runner alike.
 
 A pipeline is cut at each state step: the message stops there and is routed (by partition key) to
 whoever owns that key's state; `apply_state` picks it up on the other side and carries on.
 """
+from typing import NamedTuple
+
 from ..builder import StateStep
 from ..context import set_event_time
 
-STATELESS, STATE = 0, 1
+STATELESS, STATE = "stateless", "state"
+
+
+class PlanStep(NamedTuple):
+    """One step of one pipeline, flattened once so the hot loop does no lookups on builder objects."""
+    kind: str            # STATELESS or STATE
+    step: object         # the builder's StatelessStep / StateStep
+    func: object         # the plain user function
+    multi: bool          # a *_multi computation: its result is a list of messages
+    name: str            # the step's display name (the decorator's name)
+    pipeline: int        # index of the pipeline in the application
+    index: int           # index of the step in its pipeline
+    id: tuple            # stable identity: (pipeline name, step name[, n for the n-th such name])
 
 
 class StepError(Exception):
@@ -18,57 +33,81 @@ class StepError(Exception):
         self.cause = cause
 
 
+class UnknownStep(LookupError):
+    """A repartitioned record names a state step this application does not have."""
+
+
+def make_plan(app):
+    """[[PlanStep per step] per pipeline] for an Application."""
+    plan = []
+    for pi, p in enumerate(app.pipelines):
+        steps, seen = [], {}
+        for si, s in enumerate(p.steps):
+            n = seen[s.name] = seen.get(s.name, -1) + 1
+            identity = (p.name, s.name) if n == 0 else (p.name, s.name, n)
+            kind = STATE if isinstance(s, StateStep) else STATELESS
+            steps.append(PlanStep(kind, s, s.computation.func, s.computation.multi, s.name, pi, si, identity))
+        plan.append(steps)
+    return plan
+
+
 class Executor:
-    """Runs steps. `route(pi, si, step, data)` receives messages reaching a state step;
-    `sink(pi, data)` receives messages that reached the end of pipeline `pi`."""
+    """Runs steps. `route(plan_step, data)` receives messages reaching a state step;
+    `sink(pipeline index, data)` receives messages that reached the end of a pipeline."""
 
     def __init__(self, app, route, sink):
         self.app = app
         self.route = route
         self.sink = sink
-        # Flattened once: the hot loop does no isinstance() or attribute lookups on builder objects.
-        self.plan = [[(STATE, s, s.computation.func, s.computation.multi, s.name) if isinstance(s, StateStep)
-                      else (STATELESS, s, s.computation.func, s.computation.multi, s.name)
-                      for s in p.steps] for p in app.pipelines]
-        self.hook_step = {}
-        for pi, si, s in app.state_steps():
-            self.hook_step.setdefault(s.state_name, (pi, si))
+        self.plan = make_plan(app)
+        self.state_steps = {ps.id: ps for steps in self.plan for ps in steps if ps.kind == STATE}
+        self.hook_step = {}            # state name -> the first state step using it (on_event_time output)
+        for ps in self.state_steps.values():
+            self.hook_step.setdefault(ps.step.state_name, ps)
 
-    def run(self, pi, si, data):
-        """Carry `data` through pipeline `pi` from step index `si`."""
-        plan = self.plan[pi]
-        n = len(plan)
-        while si < n:
-            kind, step, func, multi, name = plan[si]
-            if kind == STATE:
-                self.route(pi, si, step, data)
+    def state_step(self, step_id):
+        """The state step with this identity; UnknownStep if the application has none."""
+        ps = self.state_steps.get(step_id)
+        if ps is None:
+            pipeline, name = step_id[0], step_id[1]
+            raise UnknownStep(f"record is for state step {name!r} of pipeline {pipeline!r}, which this "
+                              f"application does not have (was the step removed or renamed?)")
+        return ps
+
+    def run(self, pipeline, index, data):
+        """Carry `data` through pipeline `pipeline` from step `index`."""
+        steps = self.plan[pipeline]
+        n = len(steps)
+        while index < n:
+            ps = steps[index]
+            if ps.kind is STATE:
+                self.route(ps, data)
                 return
             try:
-                data = func(data)
+                data = ps.func(data)
             except Exception as e:  # noqa: BLE001 - user code; becomes a dead letter
-                raise StepError(name, e) from e
+                raise StepError(ps.name, e) from e
             if data is None:
                 return
-            si += 1
-            if multi:
+            index += 1
+            if ps.multi:
                 for item in data:
                     if item is not None:
-                        self.run(pi, si, item)
+                        self.run(pipeline, index, item)
                 return
-        self.sink(pi, data)
+        self.sink(pipeline, data)
 
-    def apply_state(self, pi, si, state, data, event_time_ms=None):
-        """Run the state computation at (pi, si) on `data`; return whether the state changed."""
-        kind, step, func, multi, name = self.plan[pi][si]
+    def apply_state(self, ps, state, data, event_time_ms=None):
+        """Run the state computation `ps` on `data`; return whether the state changed."""
         set_event_time(event_time_ms)
         try:
-            result = func(data, state)
+            result = ps.func(data, state)
         except Exception as e:  # noqa: BLE001
-            raise StepError(name, e) from e
+            raise StepError(ps.name, e) from e
         finally:
             set_event_time(None)
-        output, changed = _unpack(name, result)
-        self._continue(pi, si, output, multi)
+        output, changed = _unpack(ps.name, result)
+        self._continue(ps, output)
         return changed
 
     def advance_event_time(self, state_name, state, event_time_ms):
@@ -76,27 +115,27 @@ class Executor:
         hook = getattr(state, "on_event_time", None)
         if hook is None:
             return False
+        name = f"{type(state).__name__}.on_event_time"
         set_event_time(event_time_ms)
         try:
             result = hook(event_time_ms)
         except Exception as e:  # noqa: BLE001
-            raise StepError(f"{type(state).__name__}.on_event_time", e) from e
+            raise StepError(name, e) from e
         finally:
             set_event_time(None)
-        output, changed = _unpack(f"{type(state).__name__}.on_event_time", result)
-        pi, si = self.hook_step[state_name]
-        self._continue(pi, si, output, self.plan[pi][si][3])
+        output, changed = _unpack(name, result)
+        self._continue(self.hook_step[state_name], output)
         return changed
 
-    def _continue(self, pi, si, output, multi):
+    def _continue(self, ps, output):
         if output is None:
             return
-        if multi:
+        if ps.multi:
             for item in output:
                 if item is not None:
-                    self.run(pi, si + 1, item)
+                    self.run(ps.pipeline, ps.index + 1, item)
         else:
-            self.run(pi, si + 1, output)
+            self.run(ps.pipeline, ps.index + 1, output)
 
 
 def _unpack(name, result):

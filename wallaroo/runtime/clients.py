@@ -1,0 +1,74 @@
+"""Every librdkafka setting the worker uses, with the reason for each.
+
+One module so a reader tuning the engine finds them together; the worker, the checkpoint and the
+state restore only ask for a configuration here.
+"""
+from .topics import MAX_STATE_BYTES
+
+
+def producer_config(bootstrap, transactional_id, transaction_timeout_ms):
+    """The worker's one transactional producer: sink, repartition, changelog and dead-letter records."""
+    return {
+        "bootstrap.servers": bootstrap,
+        # Names the worker across restarts: a restarted worker fences its previous incarnation.
+        "transactional.id": transactional_id,
+        # How long a crashed worker's open transaction can hold back read_committed readers.
+        "transaction.timeout.ms": transaction_timeout_ms,
+        # Output is committed once per checkpoint anyway: batch it big and compress it cheaply.
+        "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+        "queue.buffering.max.messages": 1_000_000,
+        # A whole state object is one changelog record.
+        "message.max.bytes": MAX_STATE_BYTES + 1024 * 1024,
+    }
+
+
+def consumer_config(bootstrap, group_id, client_id, session_timeout_ms):
+    """The worker's consumer of its source and repartition topics, in the application's group."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "client.id": client_id,
+        # Only committed checkpoints: never a zombie's or an aborted transaction's records.
+        "isolation.level": "read_committed",
+        # Offsets are committed inside the checkpoint's transaction, never on their own.
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        # Eager range assignment: every rebalance revokes all partitions, and we checkpoint before
+        # giving them up while our generation is still valid; partition i of co-partitioned topics
+        # lands on one worker.
+        "partition.assignment.strategy": "range",
+        # One fetch queue serves source and repartition partitions: keep it short, so records bound
+        # for state do not wait behind seconds of prefetched source records, and refill it at once
+        # (librdkafka's default waits a whole second once the queue was full).
+        "queued.max.messages.kbytes": 8192,
+        "fetch.queue.backoff.ms": 5,
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(100, session_timeout_ms // 5),
+    }
+
+
+def restore_consumer_config(bootstrap, group_id):
+    """Reads changelog partitions from the start; assigned by hand, never joins a group."""
+    return {
+        "bootstrap.servers": bootstrap, "group.id": group_id,
+        "enable.auto.commit": False,
+        # A crashed worker's unfinished checkpoint is never restored.
+        "isolation.level": "read_committed",
+        "enable.partition.eof": False,
+        # State objects can be large records: fetch them whole.
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 64 * 1024 * 1024,
+        "receive.message.max.bytes": 128 * 1024 * 1024,
+    }
+
+
+def end_offsets_probe_config(bootstrap, group_id):
+    """Asks for high watermarks: read_uncommitted, because a read_committed client gets the last stable
+    offset, which lags behind a checkpoint whose commit markers are not written yet."""
+    return {"bootstrap.servers": bootstrap, "group.id": group_id,
+            "enable.auto.commit": False, "isolation.level": "read_uncommitted"}
+
+
+def admin_config(bootstrap):
+    return {"bootstrap.servers": bootstrap}
