@@ -1,6 +1,7 @@
-"""An application that changes between deployments, for the engine's topology-change tests.
+"""Word count (tests/apps/wordcount.py's steps) as it changes between deployments, for the engine's
+topology-change tests.
 
-`--variant v1`: one pipeline, "count words" (split, then count per word: state "word counts").
+`--variant v1`: one pipeline, "count words": split, then count per word (state "word counts").
 `--variant v2`: v1 with a pipeline "count letters" inserted in front of it, reading `--letters_topic`,
                whose state step sits at the same position as v1's.
 `--variant v3`: "count words" with its state step replaced by "tally word" on the same state, so a
@@ -9,8 +10,7 @@
 import argparse
 
 import wallaroo
-
-WORDS = [f"w{i:02d}" for i in range(10)]
+from wordcount import WORDS, WordCounts, WordPartitioner, count_word, decode, encode, split
 
 
 def application_setup(args):
@@ -25,34 +25,14 @@ def application_setup(args):
     if opts.variant == "v2":
         ab.new_pipeline("count letters", wallaroo.KafkaSourceConfig(opts.letters_topic, in_brokers, in_log, decode))
         ab.to(split)
-        ab.to_stateful(count_letter, LetterCounts, "letter counts")
+        ab.to_stateful(count_letters, LetterCounts, "letter counts")
         ab.to_sink(sink)
     ab.new_pipeline("count words", wallaroo.KafkaSourceConfig(in_topic, in_brokers, in_log, decode))
     ab.to(split)
-    counter = tally_word if opts.variant == "v3" else count_word
-    ab.to_state_partition(counter, WordCounts, "word counts", by_word, WORDS)
+    ab.to_state_partition(tally_word if opts.variant == "v3" else count_word, WordCounts, "word counts",
+                          WordPartitioner(), WORDS)
     ab.to_sink(sink)
     return ab.build()
-
-
-@wallaroo.decoder(header_length=4, length_fmt=">I")
-def decode(data):
-    return data.decode("utf-8")
-
-
-@wallaroo.computation_multi(name="split")
-def split(line):
-    return line.split()
-
-
-@wallaroo.partition
-def by_word(word):
-    return word
-
-
-class WordCounts:
-    def __init__(self):
-        self.counts = {}
 
 
 class LetterCounts:
@@ -60,23 +40,12 @@ class LetterCounts:
         self.letters = 0
 
 
-@wallaroo.state_computation(name="count word")
-def count_word(word, state):
-    state.counts[word] = state.counts.get(word, 0) + 1
-    return f"{word}={state.counts[word]}", True
-
-
 @wallaroo.state_computation(name="count letters")
-def count_letter(word, state):
+def count_letters(word, state):
     state.letters += len(word)
-    return f"letters={state.letters}", True
+    return ("letters", state.letters), True
 
 
 @wallaroo.state_computation(name="tally word")
 def tally_word(word, state):
     return count_word(word, state)
-
-
-@wallaroo.encoder
-def encode(text):
-    return text.encode()
