@@ -33,7 +33,7 @@ from archive_streamer.hours import file_name
 from conftest import ROOT, SHARED_DATA, group_assignments
 from reference import batch_leaders, comparable, event_time_ms
 from star_leaders import config as app_config
-from star_leaders.app import partition_of
+from star_leaders import partition_of
 
 pytestmark = pytest.mark.kafka
 

@@ -14,8 +14,9 @@ import pytest
 
 import star_leaders
 from star_leaders import config
-from star_leaders.app import RepoEvent, RepoMetadata, annotate_repos, decoder, encoder, \
-    filter_interesting_events, may_be_interesting, partition_of
+from star_leaders import RepoEvent, RepoMetadata, annotate_repos, decoder, encoder, \
+    filter_interesting_events, partition_of
+from star_leaders.events import may_be_interesting
 from wallaroo.testing import Watermark, run_local
 
 try:
