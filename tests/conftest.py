@@ -1,15 +1,18 @@
-"""Shared fixtures: the real local Kafka broker (started if absent) and topic helpers."""
+"""Shared fixtures and helpers: the real local Kafka broker (started if absent), topics, ports, waiting."""
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"   # beside the checkout (CI copies shared/ there too)
+REAL_HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 CHROMIUM = "/usr/bin/chromium"          # Debian's (make chromium); Playwright's own download is not used
 ARTIFACTS = ROOT / "test-artifacts"     # screenshots (gitignored)
@@ -91,6 +94,9 @@ def python():
 
 
 APPS = Path(__file__).resolve().parent / "apps"
+# The test applications are top-level modules, as machida imports them (cwd=APPS), and their pickled
+# state names them so (wordcount.WordCounts): tests import them by that same name.
+sys.path.insert(0, str(APPS))
 
 
 class Workers:
@@ -159,3 +165,23 @@ def chromium():
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield browser
         browser.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Polls predicate() until it returns something truthy, and returns that.  Tries once more at the
+    deadline (a slow predicate still gets its last look), then fails naming `what` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value: {value!r:.500}")
+        time.sleep(0.2)

@@ -9,7 +9,7 @@ at the newest event's hour, counts, hourly buckets and order exactly.
 
 Cases: (a) three synthetic days followed by quiet hours in which only two repositories (sharing one
 repartition partition) get events, so the windows of almost every state partition, and of one whole
-worker, can only slide through watermarks; (b) the real hour in /work/shared/data/gharchive; (c) (a)
+worker, can only slide through watermarks; (b) the real hour in shared/data/gharchive; (c) (a)
 again with one worker killed by SIGKILL in the middle of the replay.
 """
 import gzip
@@ -30,7 +30,7 @@ import pytest
 
 from archive_streamer import synthetic
 from archive_streamer.hours import file_name
-from conftest import ROOT, SHARED_DATA, group_assignments
+from conftest import ROOT, SHARED_DATA, free_port, group_assignments, wait_for
 from reference import batch_leaders, comparable, event_time_ms
 from star_leaders import config as app_config
 from star_leaders.app import partition_of
@@ -136,13 +136,6 @@ def clean_env():
             if not k.startswith(("ARCHIVE_STREAMER_", "DASHBOARD_", "GHARCHIVE_", "KAFKA_BOOTSTRAP"))}
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Dashboard:
     def __init__(self, proc, url, log_path):
         self.proc, self.url, self.log_path = proc, url, log_path
@@ -213,17 +206,6 @@ def finish_replay(proc, timeout_s=120):
 
 def start_workers(workers, source, sink, app_id, names=("w1", "w2")):
     return [workers.start("star_leaders", source, sink, name, app_id, *FAST, cwd=ROOT) for name in names]
-
-
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.3)
 
 
 def both_assigned(kafka, app_id, source, names=("w1", "w2")):

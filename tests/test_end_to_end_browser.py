@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, wait_for
 from archive_streamer import synthetic
 from reference import batch_leaders, event_time_ms
 from test_end_to_end import (dashboard, event_line, finish_replay, iso, read_folder, start_replay,
-                             start_workers, wait_for, write_hour)
+                             start_workers, write_hour)
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 

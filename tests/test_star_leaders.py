@@ -8,7 +8,6 @@ import random
 import re
 import zlib
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,12 +17,9 @@ from star_leaders.app import RepoEvent, RepoMetadata, annotate_repos, decoder, e
     filter_interesting_events, may_be_interesting, partition_of
 from wallaroo.testing import Watermark, run_local
 
-try:
-    from tests import reference as ref
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    import reference as ref
+import reference as ref
+from conftest import REAL_HOUR
 
-REAL_HOUR = Path("/work/shared/data/gharchive/2015-01-01-12.json.gz")
 T0 = datetime(2015, 1, 1, tzinfo=timezone.utc)
 HOUR_MS = 3_600_000
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

@@ -3,7 +3,6 @@ dead letters, event time reaching idle partitions, topology checks."""
 import pickle
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -11,12 +10,10 @@ from collections import Counter, defaultdict
 import pytest
 from confluent_kafka import Producer
 
-from conftest import APPS, create_topic, group_assignments, read_topic
+import wordcount
+from conftest import create_topic, group_assignments, read_topic, wait_for
 from wallaroo.runtime import topics as T
 from wallaroo.testing import run_local
-
-sys.path.insert(0, str(APPS))
-import wordcount  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
@@ -74,16 +71,6 @@ def assert_exactly_once(bootstrap, sink, app_id, lines):
     for blob in latest.values():
         final.update(pickle.loads(blob).counts)
     assert final == dict(expected)
-
-
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def kill_9_mid_stream(bootstrap, sink, worker, feeder, killed, after_outputs):
