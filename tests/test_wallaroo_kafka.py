@@ -73,6 +73,15 @@ def assert_exactly_once(bootstrap, sink, app_id, lines):
     assert final == dict(expected)
 
 
+def held_back_feeder(bootstrap, topic, lines, rate):
+    """A feeder thread (not started yet) for `lines` at `rate` that holds back the second half until
+    the returned event is set: kill_9_mid_stream sets it after the kill."""
+    killed = threading.Event()
+    feeder = threading.Thread(target=produce, args=(bootstrap, topic, lines),
+                              kwargs={"rate": rate, "pause": killed}, daemon=True)
+    return feeder, killed
+
+
 def kill_9_mid_stream(bootstrap, sink, worker, feeder, killed, after_outputs):
     """SIGKILL `worker` once the sink holds `after_outputs` committed records, while the feeder still
     holds back input (it waits on `killed`, set here after the kill)."""
@@ -145,9 +154,7 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     src, sink, app_id = topic_name("eo-in"), topic_name("eo-out"), topic_name("eo")
     create_topic(kafka, src, 4)
     lines = word_lines(60_000, seed=2)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 6000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=6000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     w2 = workers.start("wordcount", src, sink, "w2", app_id, *FAST)
     feeder.start()
@@ -172,9 +179,7 @@ def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
     src, sink, app_id = topic_name("rs-in"), topic_name("rs-out"), topic_name("rs")
     create_topic(kafka, src, 2)
     lines = word_lines(30_000, seed=3)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 5000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=5000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.start()
     kill_9_mid_stream(kafka, sink, w1, feeder, killed, after_outputs=1000)
