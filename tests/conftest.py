@@ -1,4 +1,5 @@
 """Shared fixtures and helpers: the real local Kafka broker (started if absent), topics, ports, waiting."""
+import json
 import os
 import shutil
 import socket
@@ -185,3 +186,24 @@ def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value: {value!r:.500}")
         time.sleep(0.2)
+
+
+def event_line(kind, eid, repo, created_at, *, actor="someone", number=1, action="opened", title=None,
+               url=None, message="fix") -> bytes:
+    """One GH Archive line shaped like the real ones (with the payload fields star_leaders reads)."""
+    event = {"id": str(eid), "type": kind,
+             "actor": {"id": 1, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
+             "repo": {"id": 2, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
+             "payload": {"action": "started"} if kind == "WatchEvent" else {},
+             "public": True, "created_at": created_at}
+    if kind == "ForkEvent":
+        full = f"{actor}/{repo.split('/')[1]}"
+        event["payload"] = {"forkee": {"id": 3, "name": repo.split("/")[1], "full_name": full,
+                                       "html_url": f"https://github.com/{full}", "private": False}}
+    elif kind == "PullRequestEvent":
+        event["payload"] = {"action": action, "number": number,
+                            "pull_request": {"title": f"PR {number}" if title is None else title, "number": number,
+                                             "html_url": url or f"https://github.com/{repo}/pull/{number}"}}
+    elif kind == "PushEvent":
+        event["payload"] = {"size": 1, "commits": [{"message": message}]}
+    return json.dumps(event).encode()

@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 
 from archive_streamer import synthetic
-from archive_streamer.hours import file_name
-from conftest import ROOT, SHARED_DATA, free_port, group_assignments, wait_for
+from conftest import ROOT, SHARED_DATA, event_line, free_port, group_assignments, wait_for
 from reference import batch_leaders, comparable, event_time_ms
 from star_leaders import config as app_config
 from star_leaders.app import partition_of
+from test_archive_streamer_helpers import write_hour
 
 pytestmark = pytest.mark.kafka
 
@@ -65,30 +65,8 @@ def quiet_repos():
         i += 1
 
 
-def event_line(kind, eid, repo, created_at, *, actor="quiet-actor", title=None, number=1, url=None):
-    """One GH Archive line shaped like the real ones."""
-    event = {"id": str(eid), "type": kind,
-             "actor": {"id": 11, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
-             "repo": {"id": 22, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
-             "payload": {}, "public": True, "created_at": created_at}
-    if kind == "WatchEvent":
-        event["payload"] = {"action": "started"}
-    elif kind == "PullRequestEvent":
-        event["payload"] = {"action": "opened", "number": number,
-                            "pull_request": {"number": number, "title": title or f"PR {number}",
-                                             "html_url": url or f"https://github.com/{repo}/pull/{number}"}}
-    elif kind == "PushEvent":
-        event["payload"] = {"size": 1, "commits": [{"message": "fix"}]}
-    return json.dumps(event).encode()
-
-
 def iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_hour(folder: Path, hour: datetime, lines) -> None:
-    with gzip.open(folder / file_name(hour), "wb", compresslevel=1) as f:
-        f.write(b"\n".join(lines) + b"\n")
 
 
 def read_folder(folder: Path) -> list[bytes]:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, wait_for
+from conftest import ARTIFACTS, event_line, wait_for
 from archive_streamer import synthetic
 from reference import batch_leaders, event_time_ms
-from test_end_to_end import (dashboard, event_line, finish_replay, iso, read_folder, start_replay,
-                             start_workers, write_hour)
+from test_archive_streamer_helpers import write_hour
+from test_end_to_end import dashboard, finish_replay, iso, read_folder, start_replay, start_workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
