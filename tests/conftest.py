@@ -135,10 +135,15 @@ def workers(kafka, tmp_path):
 
 
 def group_assignments(bootstrap, group):
-    """{member client id: [(topic, partition)]} for a consumer group, from the broker."""
+    """{member client id: [(topic, partition)]} for a consumer group, from the broker; {} while the
+    broker cannot describe the group yet (coordinator loading, group still forming)."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    desc = admin.describe_consumer_groups([group])[group].result(20)
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(20)
+    except (KafkaException, TimeoutError):
+        return {}
     return {m.client_id: [(tp.topic, tp.partition) for tp in m.assignment.topic_partitions]
             for m in desc.members}
 
@@ -166,6 +171,15 @@ def chromium():
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield browser
         browser.close()
+
+
+def new_page(chromium):
+    """A page of `chromium` and the list that collects its script errors and console errors."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
 
 
 def free_port() -> int:

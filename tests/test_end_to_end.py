@@ -188,11 +188,8 @@ def start_workers(workers, source, sink, app_id, names=("w1", "w2")):
 
 def both_assigned(kafka, app_id, source, names=("w1", "w2")):
     """{client id: source partitions} once every named worker owns a source partition, else None."""
-    try:
-        a = group_assignments(kafka, app_id)
-    except Exception:  # noqa: BLE001 - group not formed yet
-        return None
-    owned = {cid: sorted(p for t, p in tps if t == source) for cid, tps in a.items()}
+    owned = {cid: sorted(p for t, p in tps if t == source)
+             for cid, tps in group_assignments(kafka, app_id).items()}
     if all(owned.get(f"{app_id}-{n}") for n in names):
         return owned
     return None

@@ -160,10 +160,7 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     feeder.start()
 
     def both_assigned():
-        try:
-            a = group_assignments(kafka, app_id)
-        except Exception:  # noqa: BLE001 - group not formed yet
-            return None
+        a = group_assignments(kafka, app_id)
         return a if len(a) == 2 and all(a.values()) else None
     assignment = wait_for(both_assigned, 60, "both workers to receive partitions")
     for member, tps in assignment.items():
