@@ -1,4 +1,5 @@
-"""Shared fixtures and helpers: the real local Kafka broker (started if absent), topics, ports, waiting."""
+"""Shared fixtures and helpers: the real local Kafka broker (started if absent), topics, workers, ports,
+waiting, browser pages and GH Archive lines."""
 import json
 import os
 import shutil
