@@ -14,10 +14,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from archive_streamer import config, synthetic
 from archive_streamer.reader import created_at_ms
-from conftest import ROOT, SHARED_DATA, read_topic
+from conftest import REAL_HOUR, ROOT, SHARED_DATA, read_topic
 from test_archive_streamer_helpers import run_cli, sent_count
 
-REAL_HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 SAMPLE_2021 = SHARED_DATA / "gharchive-2021-sample"
 
 

@@ -10,13 +10,13 @@ import shlex
 import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: make env")
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yaml"
 APP_SERVICES = {"streamer", "primary", "secondary", "dashboard"}
 WORKERS = ("primary", "secondary")

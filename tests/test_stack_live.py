@@ -8,7 +8,6 @@ a free dashboard port, topics and application id with a random suffix.  Skipped,
 until the services it needs exist."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import alive
+from conftest import ROOT, alive, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "scripts" / "stack.sh"
 VENV = Path(sys.prefix)
 LEADERS_WITHIN_S = 120
@@ -46,12 +44,6 @@ pytestmark = [
     pytest.mark.kafka,
     pytest.mark.skipif(bool(MISSING), reason=f"stack services not written yet: {', '.join(MISSING)}"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def leaders(port: int):

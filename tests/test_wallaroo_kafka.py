@@ -3,7 +3,6 @@ dead letters, event time reaching idle partitions, topology checks."""
 import pickle
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -11,12 +10,10 @@ from collections import Counter, defaultdict
 import pytest
 from confluent_kafka import Producer
 
-from conftest import APPS, create_topic, group_assignments, read_topic
+import wordcount
+from conftest import create_topic, group_assignments, read_topic, wait_for
 from wallaroo.runtime import topics as T
 from wallaroo.testing import run_local
-
-sys.path.insert(0, str(APPS))
-import wordcount  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
@@ -76,14 +73,13 @@ def assert_exactly_once(bootstrap, sink, app_id, lines):
     assert final == dict(expected)
 
 
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def held_back_feeder(bootstrap, topic, lines, rate):
+    """A feeder thread (not started yet) for `lines` at `rate` that holds back the second half until
+    the returned event is set: kill_9_mid_stream sets it after the kill."""
+    killed = threading.Event()
+    feeder = threading.Thread(target=produce, args=(bootstrap, topic, lines),
+                              kwargs={"rate": rate, "pause": killed}, daemon=True)
+    return feeder, killed
 
 
 def kill_9_mid_stream(bootstrap, sink, worker, feeder, killed, after_outputs):
@@ -158,18 +154,13 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     src, sink, app_id = topic_name("eo-in"), topic_name("eo-out"), topic_name("eo")
     create_topic(kafka, src, 4)
     lines = word_lines(60_000, seed=2)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 6000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=6000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     w2 = workers.start("wordcount", src, sink, "w2", app_id, *FAST)
     feeder.start()
 
     def both_assigned():
-        try:
-            a = group_assignments(kafka, app_id)
-        except Exception:  # noqa: BLE001 - group not formed yet
-            return None
+        a = group_assignments(kafka, app_id)
         return a if len(a) == 2 and all(a.values()) else None
     assignment = wait_for(both_assigned, 60, "both workers to receive partitions")
     for member, tps in assignment.items():
@@ -185,9 +176,7 @@ def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
     src, sink, app_id = topic_name("rs-in"), topic_name("rs-out"), topic_name("rs")
     create_topic(kafka, src, 2)
     lines = word_lines(30_000, seed=3)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 5000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=5000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.start()
     kill_9_mid_stream(kafka, sink, w1, feeder, killed, after_outputs=1000)
