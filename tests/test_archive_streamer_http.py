@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import http.server
 import os
+import random
 import threading
 from collections import Counter
 from pathlib import Path
@@ -122,7 +123,9 @@ class ArchiveServer:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # a short poll interval: shutdown() waits for one, in every test's teardown
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def etag(self, name: str) -> str:
@@ -192,7 +195,8 @@ def test_http_end_to_end_then_cached(kafka, topic_name, archive, tmp_path):
     # hour 2 is damaged on the server itself (the same bytes twice): kept apart from verified files
     assert sorted(p.name for p in cache.iterdir()) == [
         "2015-01-01-0.json.gz", "2015-01-01-2.json.gz.damaged", "2015-01-01-3.json.gz"]
-    assert (cache / "2015-01-01-2.json.gz.damaged").read_bytes() == (archive.root / "2015-01-01-2.json.gz").read_bytes()
+    served_bytes = (archive.root / "2015-01-01-2.json.gz").read_bytes()
+    assert (cache / "2015-01-01-2.json.gz.damaged").read_bytes() == served_bytes
     assert "the archive serves a damaged file" in r.stderr
 
     # Second run: the cached hours are not downloaded again (only the missing hour is asked for).
@@ -297,9 +301,16 @@ def cache(tmp_path):
 HTML_PAGE = b"<!DOCTYPE html><html><body><h1>429 Too Many Requests</h1></body></html>\n"
 
 
-def served(archive, hour: str, events: int = 800, seed: int = 3) -> tuple[str, bytes]:
+def payload(seed: int = 3) -> list[bytes]:
+    """~400 KB of incompressible-ish lines: downloads only look at bytes (and synthetic events
+    cost a second to generate on a busy machine)."""
+    rng = random.Random(seed)
+    return [rng.randbytes(500).hex().encode() for _ in range(400)]
+
+
+def served(archive, hour: str, seed: int = 3) -> tuple[str, bytes]:
     """Puts `hour` on the server; (file name, its bytes)."""
-    path = write_hour(archive.root, hour, synthetic_lines(hour, events, seed))
+    path = write_hour(archive.root, hour, payload(seed))
     return path.name, path.read_bytes()
 
 
@@ -358,7 +369,7 @@ def test_resume_after_the_file_changed_gets_the_whole_new_file(archive, cache, v
     archive.validators = validators
     first_validator = (archive.etag(name) if "ETag" in validators else
                        email.utils.formatdate((archive.root / name).stat().st_mtime, usegmt=True))
-    new = gzip.compress(b"\n".join(synthetic_lines("2015-01-01-7", 800, seed=4)) + b"\n")
+    new = gzip.compress(b"\n".join(payload(seed=4)) + b"\n")
     archive.cut_first[name] = 65536
     archive.replace_after_first[name] = new
     path = fetch(archive, cache, "2015-01-01-7")
@@ -370,7 +381,7 @@ def test_resume_after_the_file_changed_gets_the_whole_new_file(archive, cache, v
 def test_server_ignoring_if_range_is_not_spliced(archive, cache, caplog):
     name, _ = served(archive, "2015-01-01-7")
     archive.ignore_if_range = True          # answers 206 with the tail of the new version
-    new = gzip.compress(b"\n".join(synthetic_lines("2015-01-01-7", 800, seed=4)) + b"\n")
+    new = gzip.compress(b"\n".join(payload(seed=4)) + b"\n")
     archive.cut_first[name] = 65536
     archive.replace_after_first[name] = new
     path = fetch(archive, cache, "2015-01-01-7")
@@ -382,7 +393,7 @@ def test_server_ignoring_if_range_is_not_spliced(archive, cache, caplog):
 def test_resume_without_validators_is_verified_not_spliced(archive, cache, caplog):
     # Stored (uncompressed) gzip blocks: the old and new versions have the same length, so only
     # the gzip CRC can tell the spliced file from a real one.
-    lines = synthetic_lines("2015-01-01-7", 800)
+    lines = payload()
     old = gzip.compress(b"\n".join(lines) + b"\n", compresslevel=0, mtime=0)
     new = gzip.compress(b"\n".join(reversed(lines)) + b"\n", compresslevel=0, mtime=0)
     assert len(old) == len(new) and old != new
@@ -404,13 +415,15 @@ def test_html_page_served_with_200_is_retried_not_cached(archive, cache, caplog)
     path = fetch(archive, cache, "2015-01-01-7")
     assert path.read_bytes() == whole
     assert archive.gets(name) == [(None, 200), (None, 200)]
-    assert "not a gzip file: the server sent text/html; charset=utf-8 starting b'<!DOCTYPE html>" in caplog.text
+    assert ("not a gzip file: the server sent text/html; charset=utf-8 starting b'<!DOCTYPE html>"
+            in caplog.text)
 
 
 def test_html_page_every_time_fails_and_is_never_replayed(archive, cache):
     name, whole = served(archive, "2015-01-01-7")
     archive.body_always[name] = ("text/html", HTML_PAGE)
-    with pytest.raises(download.DownloadError, match=r"not a gzip file: .*text/html.*gave up after 2 retries"):
+    with pytest.raises(download.DownloadError,
+                       match=r"not a gzip file: .*text/html.*gave up after 2 retries"):
         fetch(archive, cache, "2015-01-01-7", retries=2)
     assert archive.gets(name) == [(None, 200)] * 3
     assert list(cache.iterdir()) == []
@@ -451,7 +464,7 @@ def test_cached_file_found_damaged_is_downloaded_again(archive, cache, caplog, d
 
 
 def test_file_damaged_on_the_server_is_kept_apart_and_reused(archive, cache, caplog):
-    whole = gzip.compress(b"\n".join(synthetic_lines("2015-01-01-7", 800)) + b"\n")
+    whole = gzip.compress(b"\n".join(payload()) + b"\n")
     name = "2015-01-01-7.json.gz"
     (archive.root / name).write_bytes(whole[: len(whole) // 2])    # complete transfer, cut gzip
     path = fetch(archive, cache, "2015-01-01-7")
@@ -534,7 +547,8 @@ def test_html_page_hour_is_reported_failed_and_not_cached(kafka, topic_name, arc
                 "--kafka", kafka, "--topic", topic_name("as-html"), "--cache-dir", str(cache),
                 "--retries", "0", "--no-progress")
     assert r.returncode == 1, r.stderr
-    assert "hour 2015-01-01-0 skipped: " in r.stderr and "not a gzip file: the server sent text/html" in r.stderr
+    assert "hour 2015-01-01-0 skipped: " in r.stderr
+    assert "not a gzip file: the server sent text/html" in r.stderr
     assert "1 of 2 replayed, 0 missing, 1 failed (2015-01-01-0)" in r.stderr
     assert sent_count(r.stderr) == 20
     assert sorted(p.name for p in cache.iterdir()) == ["2015-01-01-1.json.gz"]
