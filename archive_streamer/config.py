@@ -48,6 +48,7 @@ DOWNLOAD_BACKOFF_S = 1.0
 DOWNLOAD_BACKOFF_MAX_S = 30.0
 DOWNLOAD_TIMEOUT_S = (10.0, 60.0)      # (connect, read)
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+DOWNLOAD_MAX_REDIRECTS = 5             # each to https on the archive's host only (download.py)
 PREFETCH_HOURS = 1                     # download the next hour while the current one streams
 
 # Pacing: events are sent in windows of this much wall time, with at most one sleep per window.
