@@ -21,7 +21,7 @@ SAMPLE_2021 = SHARED_DATA / "gharchive-2021-sample"
 
 
 def valid_lines(path) -> list[bytes]:
-    """Lines that are events by the issue's definition, counted with the stdlib, not our reader."""
+    """Lines that are events (objects with created_at and repo), counted with the stdlib, not our reader."""
     out = []
     with gzip.open(path, "rb") as f:
         for line in f:

@@ -1,4 +1,4 @@
-"""The issue's acceptance test: the whole stack on the real broker, as separate processes.
+"""The acceptance test: the whole stack on the real broker, as separate processes.
 
     hour files --(python -m archive_streamer --speedup 0)--> gharchive topic
         --(two machida workers running star_leaders)--> leaderboard topic --(python -m dashboard)--> /api/leaders
