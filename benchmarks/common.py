@@ -209,37 +209,53 @@ def _raise_interrupt(signum, _frame):
 
 # --------------------------------------------------------------------- progress from the broker
 
-def probe_consumer(bootstrap: str, group: str) -> Consumer:
-    """A client that only reads `group`'s committed offsets and the topics' end offsets (it never
-    subscribes, so it takes no part in the group)."""
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+class Probe:
+    """A group's committed offsets and topics' end offsets, read from the broker without joining
+    the group.  Two clients: the high watermark takes a read_uncommitted one; the last stable
+    offset (below the oldest open transaction) a read_committed one."""
 
+    def __init__(self, bootstrap: str, group: str = "bench-probe"):
+        common = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        self._high = Consumer({**common, "isolation.level": "read_uncommitted"})
+        self._stable = Consumer({**common, "isolation.level": "read_committed"})
 
-def partitions_of(consumer, topic: str) -> list[TopicPartition]:
-    md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-    if md is None or md.error is not None or not md.partitions:
-        return []
-    return [TopicPartition(topic, p) for p in sorted(md.partitions)]
+    def __enter__(self):
+        return self
 
-
-def end_offsets(consumer, tps) -> list[int]:
-    return [consumer.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in tps]
-
-
-def committed_offsets(consumer, tps) -> list[int]:
-    return [max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10)]
-
-
-def caught_up(consumer, topic: str) -> bool:
-    """Whether the group has committed everything in `topic`, a topic written in transactions
-    (its last record is a commit marker, which consumers skip past)."""
-    tps = partitions_of(consumer, topic)
-    if not tps:
+    def __exit__(self, *exc):
+        self._high.close()
+        self._stable.close()
         return False
-    return all(d >= e - 1 for d, e in zip(committed_offsets(consumer, tps), end_offsets(consumer, tps)))
+
+    def partitions(self, topic: str) -> list[TopicPartition]:
+        md = self._high.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None or not md.partitions:
+            return []
+        return [TopicPartition(topic, p) for p in sorted(md.partitions)]
+
+    def ends(self, tps) -> list[int]:
+        return [self._high.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in tps]
+
+    def stable_ends(self, tps) -> list[int]:
+        return [self._stable.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in tps]
+
+    def committed(self, tps) -> list[int]:
+        return [max(tp.offset, 0) for tp in self._high.committed(tps, timeout=10)]
+
+    def caught_up(self, topic: str) -> bool:
+        """Whether the group has committed everything in `topic`, a topic only transactions write.
+
+        Once no transaction is open on a partition (stable end = high watermark), its last record
+        is a commit marker, which consumers skip past.  (The stable end alone would let the check
+        pass while the last transaction's markers are still being written: its records unread.)"""
+        tps = self.partitions(topic)
+        if not tps:
+            return False
+        done, stable, high = self.committed(tps), self.stable_ends(tps), self.ends(tps)
+        return all(s == h and d >= h - 1 for d, s, h in zip(done, stable, high))
 
 
-def time_until_committed(probe, source_tps, total: int, internal_topics, proc, children,
+def time_until_committed(probe: Probe, source_tps, total: int, internal_topics, proc, children,
                          timeout_s: float = 900):
     """Time one consumer group over a topic already holding `total` records: from its first commit
     to the commit that covers the whole source and every topic `internal_topics()` names (its
@@ -247,13 +263,13 @@ def time_until_committed(probe, source_tps, total: int, internal_topics, proc, c
     t0 = n0 = None
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        n = sum(committed_offsets(probe, source_tps))
+        n = sum(probe.committed(source_tps))
         now = time.monotonic()
         if t0 is None and n > 0:
             t0, n0 = now, n
         if n >= total:
             topics = internal_topics()
-            if topics and all(caught_up(probe, t) for t in topics):
+            if topics and all(probe.caught_up(t) for t in topics):
                 if n0 >= total:
                     raise RuntimeError("the first commit already covered everything: use more events")
                 return (total - n0) / (now - t0)
@@ -299,8 +315,12 @@ def read_all(bootstrap: str, topic: str) -> list:
                   "enable.auto.commit": False, "isolation.level": "read_committed",
                   "enable.partition.eof": True})
     try:
-        tps = partitions_of(c, topic)
-        pending = {tp.partition for tp, end in zip(tps, end_offsets(c, tps)) if end > 0}
+        md = c.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None:
+            return []
+        tps = [TopicPartition(topic, p) for p in md.partitions]
+        pending = {tp.partition for tp in tps
+                   if c.get_watermark_offsets(tp, timeout=10, cached=False)[1] > 0}
         c.assign([TopicPartition(topic, p, 0) for p in pending])
         out, deadline = [], time.monotonic() + 300
         while pending:

@@ -37,10 +37,9 @@ from archive_streamer.produce import ensure_topic
 from star_leaders import config
 from wallaroo.runtime.topics import changelog_topic, dead_letter_topic, repartition_topic
 
-from benchmarks.common import (DAY_EVENTS, LONG_TAIL, ROOT, Children, Tally, caught_up,
-                               committed_offsets, day_events, default_bootstrap, delete_topics,
-                               end_offsets, leaderboard_of, machida, partitions_of, probe_consumer,
-                               read_all, require_broker, run_id, topics_with_prefix)
+from benchmarks.common import (DAY_EVENTS, LONG_TAIL, ROOT, Children, Probe, Tally, day_events,
+                               default_bootstrap, delete_topics, leaderboard_of, machida, read_all,
+                               require_broker, run_id, topics_with_prefix)
 
 CACHE = ROOT / ".cache" / "bench"
 RESTORED = re.compile(r"restored state .* in ([0-9.]+) s")
@@ -139,9 +138,8 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
                                   log=logs / f"{app_id}-worker-{i}.log")
                    for i in (1, 2)]
         wait_for_group(args.kafka, app_id, 2, children, workers)
-        probe = probe_consumer(args.kafka, app_id)
-        try:
-            tps = partitions_of(probe, topic)
+        with Probe(args.kafka, app_id) as probe:
+            tps = probe.partitions(topic)
             streamer_log = logs / f"{app_id}-streamer.log"
             broker_cpu0 = broker_cpu_seconds()
             launched = time.monotonic()
@@ -154,7 +152,7 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
                 if now - launched > TIMEOUT_S:
                     raise RuntimeError(f"not done within {TIMEOUT_S} s")
                 if first is None:
-                    if sum(end_offsets(probe, tps)) > 0:
+                    if sum(probe.ends(tps)) > 0:
                         first = now
                     else:
                         time.sleep(0.01)
@@ -168,8 +166,8 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
                     if children.exited(w):
                         raise RuntimeError(f"a worker exited with {w.returncode} mid-run")
                 if streamer_end is not None:
-                    ends = sum(end_offsets(probe, tps))
-                    if sum(committed_offsets(probe, tps)) >= ends and caught_up(probe, repartition):
+                    ends = sum(probe.ends(tps))
+                    if sum(probe.committed(tps)) >= ends and probe.caught_up(repartition):
                         done = now
                         break
                 time.sleep(0.05)
@@ -177,8 +175,6 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
             if ends != meta["events"]:
                 raise RuntimeError(f"the streamer wrote {ends:,} records for {meta['events']:,} events:\n"
                                    f"{tail(streamer_log)}")
-        finally:
-            probe.close()
         out["e2e_s"] = done - first
         out["e2e"] = meta["events"] / (done - first)
         out["streamer_s"] = streamer_end - launched
@@ -196,11 +192,6 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
         out["exact"] = leaderboard_of(records) == meta["reference"]
         out["dead_letters"] = len(read_all(args.kafka, dead_letter_topic(app_id)))
         out["changelog_bytes"] = bytes_on_disk(changelog)
-        probe = probe_consumer(args.kafka, app_id)
-        try:
-            out["changelog_records"] = sum(end_offsets(probe, partitions_of(probe, changelog)))
-        finally:
-            probe.close()
         out.update(measure_restore(children, args, app_id, topic, logs))
         return out
     finally:
@@ -218,22 +209,19 @@ def measure_restore(children, args, app_id: str, topic: str, logs: Path) -> dict
                      timestamp=last.timestamp()[1])
     producer.flush(30)
     log_path = logs / f"{app_id}-restore.log"
-    probe = probe_consumer(args.kafka, app_id)
-    try:
-        tps = partitions_of(probe, topic)
-        target = sum(end_offsets(probe, tps))
+    with Probe(args.kafka, app_id) as probe:
+        tps = probe.partitions(topic)
+        target = sum(probe.ends(tps))
         started = time.monotonic()
         worker = children.start(machida(args.kafka, app_id, topic, "restore", args.checkpoint_ms,
                                         log_level="INFO"), log=log_path)
-        while sum(committed_offsets(probe, tps)) < target:
+        while sum(probe.committed(tps)) < target:
             if children.exited(worker):
                 raise RuntimeError(f"the restoring worker exited with {worker.returncode}:\n{tail(log_path)}")
             if time.monotonic() - started > 600:
                 raise RuntimeError("the restoring worker did not commit within 600 s")
             time.sleep(0.05)
         first_commit = time.monotonic() - started
-    finally:
-        probe.close()
     children.stop(worker)
     logged = [float(x) for x in RESTORED.findall(log_path.read_text(errors="replace"))]
     return {"restore_log_s": sum(logged) if logged else None, "restart_to_commit_s": first_commit}
@@ -261,12 +249,19 @@ def describe(run: dict) -> str:
     logged = "n/a" if run["restore_log_s"] is None else f"{run['restore_log_s']:.2f} s"
     board = "exact" if run["exact"] else "WRONG"
     return (f"CPU s: {cpu}; worker peak RSS {' / '.join(f'{r:.0f}' for r in run['rss_mb'])} MB; "
-            f"changelog {disk} ({run['changelog_records']:,} records); restore {logged} (worker log), "
+            f"changelog {disk}; restore {logged} (worker log), "
             f"{run['restart_to_commit_s']:.1f} s from start to first commit; leaderboard {board}, "
             f"{run['leaderboard_records']:,} records; {run['dead_letters']} dead letters")
 
 
 def main(argv=None):
+    try:
+        replay_day(argv)
+    except KeyboardInterrupt:
+        sys.exit("day: interrupted (its processes are stopped, its topics deleted)")
+
+
+def replay_day(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kafka", default=default_bootstrap())
     p.add_argument("--events", type=int, default=int(os.environ.get("BENCH_DAY_EVENTS") or DAY_EVENTS),

@@ -9,33 +9,39 @@ Start-up and the broker's own warm-up are not counted.
 """
 import argparse
 import statistics
+import sys
 
 from archive_streamer.produce import ensure_topic, send_events
 from archive_streamer.synthetic import generate_events
 from star_leaders import config
 from wallaroo.runtime.topics import repartition_topic
 
-from benchmarks.common import (Children, default_bootstrap, delete_topics, event_kind, machida,
-                               partitions_of, probe_consumer, require_broker, run_id,
-                               time_until_committed, topics_with_prefix)
+from benchmarks.common import (Children, Probe, default_bootstrap, delete_topics, event_kind, machida,
+                               require_broker, run_id, time_until_committed, topics_with_prefix)
 
 
 def run_once(children, bootstrap, topic, tps, total, checkpoint_ms):
     """One worker under a fresh application id over the whole topic: its events per second."""
     app_id = run_id("bench")
     worker = children.start(machida(bootstrap, app_id, topic, "bench", checkpoint_ms))
-    probe = probe_consumer(bootstrap, app_id)
     try:
-        return time_until_committed(probe, tps, total,
-                                    lambda: [repartition_topic(app_id, config.STATE_NAME)],
-                                    worker, children, timeout_s=600)
+        with Probe(bootstrap, app_id) as probe:
+            return time_until_committed(probe, tps, total,
+                                        lambda: [repartition_topic(app_id, config.STATE_NAME)],
+                                        worker, children, timeout_s=600)
     finally:
-        probe.close()
         children.stop(worker)
         delete_topics(bootstrap, topics_with_prefix(bootstrap, f"{app_id}-"))
 
 
 def main(argv=None):
+    try:
+        measure(argv)
+    except KeyboardInterrupt:
+        sys.exit("bench: interrupted (its processes are stopped, its topics deleted)")
+
+
+def measure(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kafka", default=default_bootstrap())
     p.add_argument("--events", type=int, default=300_000)
@@ -58,9 +64,8 @@ def main(argv=None):
             send_events(events, args.kafka, topic, speedup=0)
             print(f"bench: {len(events):,} synthetic events in {topic} ({args.partitions} partitions), "
                   f"{size:,.0f} bytes on average, {100 - 100 * interesting / len(events):.1f}% filtered out")
-            probe = probe_consumer(args.kafka, "bench-unused")
-            tps = partitions_of(probe, topic)
-            probe.close()
+            with Probe(args.kafka) as probe:
+                tps = probe.partitions(topic)
             rates = []
             for i in range(args.runs):
                 rate = run_once(children, args.kafka, topic, tps, len(events), args.checkpoint_interval_ms)

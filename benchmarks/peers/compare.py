@@ -24,9 +24,9 @@ from archive_streamer.produce import ensure_topic, send_events
 from star_leaders import config
 from wallaroo.runtime.topics import dead_letter_topic, repartition_topic
 
-from benchmarks.common import (DAY_EVENTS, DAY_HOURS, Children, Tally, day_events, default_bootstrap,
-                               delete_topics, end_offsets, leaderboard_of, machida, partitions_of,
-                               probe_consumer, read_all, require_broker, run_id, time_until_committed,
+from benchmarks.common import (DAY_EVENTS, DAY_HOURS, ROOT, Children, Tally, day_events, default_bootstrap,
+                               Probe, delete_topics, leaderboard_of, machida, read_all,
+                               require_broker, run_id, time_until_committed,
                                topics_with_prefix)
 
 HERE = Path(__file__).resolve().parent
@@ -48,12 +48,9 @@ def quix_versions(python: Path) -> str:
 
 class Workload:
     def __init__(self, bootstrap, topic, tally):
-        probe = probe_consumer(bootstrap, "peers-unused")
-        try:
-            self.tps = partitions_of(probe, topic)
-            self.total = sum(end_offsets(probe, self.tps))
-        finally:
-            probe.close()
+        with Probe(bootstrap) as probe:
+            self.tps = probe.partitions(topic)
+            self.total = sum(probe.ends(self.tps))
         if self.total != tally.events:
             raise RuntimeError(f"the topic holds {self.total} records, {tally.events} were sent")
         self.topic, self.tally = topic, tally
@@ -74,28 +71,32 @@ def _once_found(find):
 def run_ours(children, args, wl):
     """One star_leaders worker over the topic: (events/s, what was checked, problems)."""
     app_id = run_id("peers-ours")
-    worker = children.start(machida(args.kafka, app_id, wl.topic, "peers", args.commit_ms))
-    probe = probe_consumer(args.kafka, app_id)
     try:
-        rate = time_until_committed(probe, wl.tps, wl.total,
-                                    lambda: [repartition_topic(app_id, config.STATE_NAME)],
-                                    worker, children)
-    finally:
-        probe.close()
-        children.stop(worker)
-    try:
-        problems = []
-        records = read_all(args.kafka, f"{app_id}-leaderboard")
-        board = leaderboard_of(records)
-        if board != wl.reference:
-            problems.append(f"final leaderboard differs from the reference: {board} != {wl.reference}")
-        dead = len(read_all(args.kafka, dead_letter_topic(app_id)))
-        if dead:
-            problems.append(f"{dead} dead letters")
-        return rate, f"final leaderboard = reference, {len(records):,} leaderboard records", problems
+        worker = children.start(machida(args.kafka, app_id, wl.topic, "peers", args.commit_ms,
+                                        log_level="INFO"), log=args.logs / f"{app_id}.log")
+        try:
+            with Probe(args.kafka, app_id) as probe:
+                rate = time_until_committed(probe, wl.tps, wl.total,
+                                            lambda: [repartition_topic(app_id, config.STATE_NAME)],
+                                            worker, children)
+        finally:
+            children.stop(worker)
+        return (rate, *check_ours(args, wl, app_id))
     finally:
         if not args.keep_topics:
             delete_topics(args.kafka, topics_with_prefix(args.kafka, f"{app_id}-"))
+
+
+def check_ours(args, wl, app_id):
+    records = read_all(args.kafka, f"{app_id}-leaderboard")
+    board = leaderboard_of(records)
+    problems = []
+    if board != wl.reference:
+        problems.append(f"final leaderboard differs from the reference: {board} != {wl.reference}")
+    dead = len(read_all(args.kafka, dead_letter_topic(app_id)))
+    if dead:
+        problems.append(f"{dead} dead letters")
+    return f"final leaderboard = reference, {len(records):,} leaderboard records", problems
 
 
 def run_quix(children, args, wl):
@@ -103,53 +104,61 @@ def run_quix(children, args, wl):
     group = run_id("peers-quix")
     output = f"{group}-output"
     state = Path(tempfile.mkdtemp(prefix=f"{group}-state-"))
-    report = tempfile.TemporaryFile("w+")
-    job = children.start([str(args.quix_python), str(QUIX_JOB), "--broker", args.kafka,
-                          "--source-topic", wl.topic, "--output-topic", output, "--consumer-group", group,
-                          "--state-dir", str(state), "--commit-interval", str(args.commit_ms / 1000),
-                          "--decode", args.quix_decode], stdout=report,
-                         # an import-time deprecation notice from one of Quix's dependencies
-                         env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
-    probe = probe_consumer(args.kafka, group)
+    log = args.logs / f"{group}.log"
     try:
-        rate = time_until_committed(probe, wl.tps, wl.total,
-                                    _once_found(lambda: topics_with_prefix(args.kafka, f"repartition__{group}--")),
-                                    job, children)
+        job = children.start([str(args.quix_python), str(QUIX_JOB), "--broker", args.kafka,
+                              "--source-topic", wl.topic, "--output-topic", output,
+                              "--consumer-group", group, "--state-dir", str(state),
+                              "--commit-interval", str(args.commit_ms / 1000), "--decode", args.quix_decode],
+                             log=log,
+                             # an import-time deprecation notice from one of Quix's dependencies
+                             env={**os.environ, "PYTHONWARNINGS": "ignore::DeprecationWarning"})
+        try:
+            with Probe(args.kafka, group) as probe:
+                repartition = _once_found(lambda: topics_with_prefix(args.kafka, f"repartition__{group}--"))
+                rate = time_until_committed(probe, wl.tps, wl.total, repartition, job, children)
+        finally:
+            children.stop(job)
+        return (rate, *check_quix(args, wl, output, log))
     finally:
-        probe.close()
-        children.stop(job)
         shutil.rmtree(state, ignore_errors=True)
-    try:
-        report.seek(0)
-        lines = [ln for ln in report.read().splitlines() if ln.startswith("{")]
-        late = json.loads(lines[-1])["late_stars"] if lines else None
-        records = read_all(args.kafka, output)
-        problems = []
-        if late is None:
-            problems.append("the job did not report its late stars (did it stop cleanly?)")
-        elif len(records) + late != wl.tally.stars:
-            problems.append(f"{len(records):,} outputs + {late} late for {wl.tally.stars:,} stars")
-        elif late:
-            problems.append(f"{late} stars dropped as late (raise --grace-minutes)")
-        counted = Counter()
-        for m in records:
-            window = json.loads(m.value())
-            key = (m.key().decode(), window["start"])
-            counted[key] = max(counted[key], window["value"])
-        if counted != wl.tally.star_hours:
-            wrong = sum(1 for k in counted.keys() | wl.tally.star_hours.keys()
-                        if counted[k] != wl.tally.star_hours[k])
-            problems.append(f"{wrong} repository-hours counted wrong")
-        return rate, (f"{len(records):,} outputs for {wl.tally.stars:,} stars, {late} late, "
-                      f"count per repository-hour = stars in the topic"), problems
-    finally:
-        report.close()
         if not args.keep_topics:
             delete_topics(args.kafka, [output] + topics_with_prefix(args.kafka, f"repartition__{group}--")
                           + topics_with_prefix(args.kafka, f"changelog__{group}--"))
 
 
+def check_quix(args, wl, output, log):
+    reports = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith('{"late_stars"')]
+    late = json.loads(reports[-1])["late_stars"] if reports else None
+    records = read_all(args.kafka, output)
+    problems = []
+    if late is None:
+        problems.append(f"the job did not report its late stars (did it stop cleanly? see {log})")
+    elif len(records) + late != wl.tally.stars:
+        problems.append(f"{len(records):,} outputs + {late} late for {wl.tally.stars:,} stars")
+    elif late:
+        problems.append(f"{late} stars dropped as late (raise --grace-minutes)")
+    counted = Counter()        # (repo, window start) -> the window's last (largest) count
+    for m in records:
+        window = json.loads(m.value())
+        key = (m.key().decode(), window["start"])
+        counted[key] = max(counted[key], window["value"])
+    if counted != wl.tally.star_hours:
+        wrong = sum(1 for k in counted.keys() | wl.tally.star_hours.keys()
+                    if counted[k] != wl.tally.star_hours[k])
+        problems.append(f"{wrong} repository-hours counted wrong")
+    return (f"{len(records):,} outputs for {wl.tally.stars:,} stars, {late} late, "
+            f"count per repository-hour = stars in the topic"), problems
+
+
 def main(argv=None):
+    try:
+        compare(argv)
+    except KeyboardInterrupt:
+        sys.exit("peers: interrupted (its processes are stopped, its topics deleted)")
+
+
+def compare(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kafka", default=default_bootstrap())
     p.add_argument("--events", type=int, default=int(os.environ.get("BENCH_PEERS_EVENTS") or 312_000),
@@ -165,7 +174,10 @@ def main(argv=None):
                         "star_leaders' decoder skips lines that cannot interest it; json: every line")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep-topics", action="store_true", help="keep each run's topics to look at")
+    p.add_argument("--logs", type=Path, default=ROOT / ".cache" / "bench" / "logs",
+                   help="where each run's log goes")
     args = p.parse_args(argv)
+    args.logs.mkdir(parents=True, exist_ok=True)
     require_broker(args.kafka)
     quix = quix_versions(args.quix_python)
 
