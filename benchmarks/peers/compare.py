@@ -24,10 +24,9 @@ from archive_streamer.produce import ensure_topic, send_events
 from star_leaders import config
 from wallaroo.runtime.topics import dead_letter_topic, repartition_topic
 
-from benchmarks.common import (DAY_EVENTS, DAY_HOURS, ROOT, Children, Tally, day_events, default_bootstrap,
-                               Probe, delete_topics, leaderboard_of, machida, read_all,
-                               require_broker, run_id, time_until_committed,
-                               topics_with_prefix)
+from benchmarks.common import (DAY_EVENTS, DAY_HOURS, ROOT, Children, Probe, Tally, day_events,
+                               default_bootstrap, delete_topics, leaderboard_of, machida, read_all,
+                               require_broker, run_id, time_until_committed, topics_with_prefix)
 
 HERE = Path(__file__).resolve().parent
 QUIX_JOB = HERE / "quix_star_count.py"
@@ -72,8 +71,9 @@ def run_ours(children, args, wl):
     """One star_leaders worker over the topic: (events/s, what was checked, problems)."""
     app_id = run_id("peers-ours")
     try:
-        worker = children.start(machida(args.kafka, app_id, wl.topic, "peers", args.commit_ms,
-                                        log_level="INFO"), log=args.logs / f"{app_id}.log")
+        # WARNING, as the Quix job logs: what goes wrong is still in the log.
+        worker = children.start(machida(args.kafka, app_id, wl.topic, "peers", args.commit_ms),
+                                log=args.logs / f"{app_id}.log")
         try:
             with Probe(args.kafka, app_id) as probe:
                 rate = time_until_committed(probe, wl.tps, wl.total,
@@ -164,7 +164,7 @@ def compare(argv):
     p.add_argument("--events", type=int, default=int(os.environ.get("BENCH_PEERS_EVENTS") or 312_000),
                    help="events in the topic (default $BENCH_PEERS_EVENTS or 312,000)")
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_PEERS_ROUNDS") or 2),
-                   help="rounds of one run each (default $BENCH_PEERS_ROUNDS or 2)")
+                   help="rounds, each running both once (default $BENCH_PEERS_ROUNDS or 2)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--commit-ms", type=int, default=1000,
                    help="both: star_leaders' checkpoint interval and Quix's commit_interval (default 1000)")
