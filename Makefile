@@ -51,7 +51,8 @@ test: env chromium
 	$(PY) -m pytest -q -ra; rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
-# BENCH_DAY_EVENTS=50000 make bench: a quick end-to-end run (default: a whole 2018 day, 1,248,000).
+# Quick: BENCH_ENGINE_EVENTS=30000 BENCH_DAY_EVENTS=30000 make bench (defaults 300,000 and a whole
+# 2018 day, 1,248,000 events; BENCH_ENGINE_RUNS, BENCH_DAY_RUNS: 3).  See benchmarks/README.md.
 bench: env kafka
 	@$(PY) -m benchmarks.engine_throughput
 	@$(PY) -m benchmarks.end_to_end_day
@@ -65,7 +66,7 @@ $(PEERS_STAMP): benchmarks/peers/requirements.txt
 	$(PEERS_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
 	touch $(PEERS_STAMP)
 
-# BENCH_PEERS_EVENTS=30000 make bench-peers: a quick run (default 312,000 events, 2 rounds).
+# Quick: BENCH_PEERS_EVENTS=30000 make bench-peers (default 312,000 events; BENCH_PEERS_ROUNDS: 2).
 bench-peers: env kafka $(PEERS_STAMP)
 	@$(PY) -m benchmarks.peers.compare --quix-python $(PEERS_VENV)/bin/python
 

@@ -19,6 +19,8 @@ from archive_streamer.synthetic import generate_events
 from tests.reference import batch_leaders, comparable, merge_partitions
 
 ROOT = Path(__file__).resolve().parent.parent
+# librdkafka's informational lines (level 6, e.g. on closing an admin client) are noise here.
+QUIET = {"log_level": 4}
 
 # A 2018 day as the issue measured it: 1,248,000 events in 24 hour files, stars, forks and pull
 # requests spread over ~10^5 repositories (the generator's long tail gives that; see its docstring).
@@ -215,7 +217,7 @@ class Probe:
     offset (below the oldest open transaction) a read_committed one."""
 
     def __init__(self, bootstrap: str, group: str = "bench-probe"):
-        common = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False}
+        common = {"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False, **QUIET}
         self._high = Consumer({**common, "isolation.level": "read_uncommitted"})
         self._stable = Consumer({**common, "isolation.level": "read_committed"})
 
@@ -284,7 +286,7 @@ def delete_topics(bootstrap: str, topics) -> None:
     topics = [t for t in topics if t]
     if not topics:
         return
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
     for topic, future in admin.delete_topics(topics, operation_timeout=30).items():
         try:
             future.result(60)
@@ -294,7 +296,7 @@ def delete_topics(bootstrap: str, topics) -> None:
 
 
 def topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
     return sorted(t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix))
 
 
@@ -313,7 +315,7 @@ def read_all(bootstrap: str, topic: str) -> list:
     downstream reader of an exactly-once job sees).  Call it when the writers are done."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-read-{uuid.uuid4().hex}",
                   "enable.auto.commit": False, "isolation.level": "read_committed",
-                  "enable.partition.eof": True})
+                  "enable.partition.eof": True, **QUIET})
     try:
         md = c.list_topics(topic, timeout=10).topics.get(topic)
         if md is None or md.error is not None:

@@ -37,9 +37,9 @@ from archive_streamer.produce import ensure_topic
 from star_leaders import config
 from wallaroo.runtime.topics import changelog_topic, dead_letter_topic, repartition_topic
 
-from benchmarks.common import (DAY_EVENTS, LONG_TAIL, ROOT, Children, Probe, Tally, day_events,
-                               default_bootstrap, delete_topics, leaderboard_of, machida, read_all,
-                               require_broker, run_id, topics_with_prefix)
+from benchmarks.common import (DAY_EVENTS, LONG_TAIL, QUIET, ROOT, Children, Probe, Tally,
+                               day_events, default_bootstrap, delete_topics, leaderboard_of, machida,
+                               read_all, require_broker, run_id, topics_with_prefix)
 
 CACHE = ROOT / ".cache" / "bench"
 RESTORED = re.compile(r"restored state .* in ([0-9.]+) s")
@@ -102,7 +102,7 @@ def bytes_on_disk(topic: str) -> int | None:
 
 def wait_for_group(bootstrap: str, group: str, members: int, children, procs, timeout_s=180) -> None:
     """Until `group` is stable with `members` members that all have partitions."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, **QUIET})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for proc in procs:
@@ -204,7 +204,7 @@ def measure_restore(children, args, app_id: str, topic: str, logs: Path) -> dict
     (a repeat of an event, which the state counts as a duplicate) so its start can be timed from
     outside too."""
     last = read_last(args.kafka, topic)
-    producer = Producer({"bootstrap.servers": args.kafka})
+    producer = Producer({"bootstrap.servers": args.kafka, **QUIET})
     producer.produce(topic, last.value(), last.key(), partition=last.partition(),
                      timestamp=last.timestamp()[1])
     producer.flush(30)
@@ -229,7 +229,8 @@ def measure_restore(children, args, app_id: str, topic: str, logs: Path) -> dict
 
 def read_last(bootstrap: str, topic: str):
     """The last record of partition 0 of `topic` (the streamer's records are not transactional)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": run_id("day-read"), "enable.auto.commit": False})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": run_id("day-read"), "enable.auto.commit": False,
+                  **QUIET})
     try:
         end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
         c.assign([TopicPartition(topic, 0, end - 1)])

@@ -8,6 +8,7 @@ repartition topic (the group's committed offsets, read from the broker): all sta
 Start-up and the broker's own warm-up are not counted.
 """
 import argparse
+import os
 import statistics
 import sys
 
@@ -44,8 +45,10 @@ def main(argv=None):
 def measure(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kafka", default=default_bootstrap())
-    p.add_argument("--events", type=int, default=300_000)
-    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--events", type=int, default=int(os.environ.get("BENCH_ENGINE_EVENTS") or 300_000),
+                   help="events in the topic (default $BENCH_ENGINE_EVENTS or 300,000)")
+    p.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_ENGINE_RUNS") or 3),
+                   help="runs (default $BENCH_ENGINE_RUNS or 3)")
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--checkpoint-interval-ms", type=int, default=1000)
     p.add_argument("--seed", type=int, default=7)
