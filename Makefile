@@ -7,11 +7,12 @@ KAFKA := kafka/kafka.sh
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
 
-.PHONY: env build start stop tail clean test kafka kafka-stop bench chromium help
+.PHONY: env build start stop tail clean test kafka kafka-stop bench bench-peers chromium help
 
 help:
 	@echo "make start   run the stack (Docker if an engine answers, else local processes) and print the dashboard URL"
-	@echo "make stop    stop it;  make tail  follow its logs;  make test  run the test suite;  make bench  measure the engine"
+	@echo "make stop    stop it;  make tail  follow its logs;  make test  run the test suite"
+	@echo "make bench   measure the engine and a 2018 day end to end;  make bench-peers  beside Quix Streams"
 	@echo "make env     create $(VENV) and install;  make kafka / kafka-stop  the local broker;  make clean  remove all state"
 
 $(STAMP): pyproject.toml
@@ -50,9 +51,25 @@ test: env chromium
 	$(PY) -m pytest -q -ra; rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
+# Quick: BENCH_ENGINE_EVENTS=30000 BENCH_DAY_EVENTS=30000 make bench (defaults 300,000 and a whole
+# 2018 day, 1,248,000 events; BENCH_ENGINE_RUNS, BENCH_DAY_RUNS: 3).  See benchmarks/README.md.
 bench: env kafka
-	@$(PY) benchmarks/engine_throughput.py
+	@$(PY) -m benchmarks.engine_throughput
+	@$(PY) -m benchmarks.end_to_end_day
+
+# Quix Streams pins its own confluent-kafka: it gets a virtualenv of its own, never $(VENV).
+PEERS_VENV := benchmarks/peers/.venv
+PEERS_STAMP := $(PEERS_VENV)/.installed
+$(PEERS_STAMP): benchmarks/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || python3 -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	touch $(PEERS_STAMP)
+
+# Quick: BENCH_PEERS_EVENTS=30000 make bench-peers (default 312,000 events; BENCH_PEERS_ROUNDS: 2).
+bench-peers: env kafka $(PEERS_STAMP)
+	@$(PY) -m benchmarks.peers.compare --quix-python $(PEERS_VENV)/bin/python
 
 clean: stop
 	-$(KAFKA) clean
-	rm -rf $(VENV) .stack *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) .stack *.egg-info
