@@ -24,6 +24,10 @@ from .task import Task
 log = logging.getLogger("wallaroo.worker")
 
 
+class ConsumerFailed(KafkaException):
+    """The consumer reported a fatal error: the worker cannot go on."""
+
+
 @dataclass
 class WorkerOptions:
     """A worker's settings; `machida`'s flags take their defaults from here."""
@@ -34,6 +38,8 @@ class WorkerOptions:
     session_timeout_ms: int = 10000       # how soon the group notices a worker is gone
     stats_interval_s: float = 10.0
     purge_interval_ms: int = 30000        # how often consumed repartition records are deleted
+    replication_factor: int | None = None  # of the topics the worker creates; default: the source's
+    min_insync_replicas: int | None = None  # of those topics; default: the broker's
     bootstrap: str | None = None          # default: the first pipeline's source brokers
 
 
@@ -45,6 +51,7 @@ class Worker:
         self.bootstrap = self.opts.bootstrap or app.pipelines[0].source.brokers
         self.serde = Serde(module, app)
         self.running = True
+        self._next_consumer_warning = 0.0
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
@@ -54,23 +61,26 @@ class Worker:
         if sources is None:
             return False
         self.partitions = max(sources.values())
-        self.producer = Producer(clients.producer_config(
-            self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms))
+        producer_config = clients.producer_config(
+            self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms)
         self.consumer = Consumer(clients.consumer_config(
             self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms))
-        self.transactions = Transactions(self.producer, self.consumer)
-        self.collector = RecordCollector(self.producer, self.transactions,
-                                         topics.dead_letter_topic(self.app_id), self.opts.name)
+        self.transactions = Transactions(lambda: Producer(producer_config), self.consumer,
+                                         stopping=lambda: not self.running)
+        self.collector = RecordCollector(self.transactions, topics.dead_letter_topic(self.app_id), self.opts.name)
         self.task = Task(self.app, self.app_id, self.serde, self.partitions, self.collector, self.opts.name)
         self.checkpointer = Checkpointer(self.task, self.collector, self.transactions, self.consumer,
                                          self._restore, self.opts.purge_interval_ms)
+        replication = self.opts.replication_factor or topics.replication_factor(admin, source_topics)
+        extra = {"min.insync.replicas": str(self.opts.min_insync_replicas)} if self.opts.min_insync_replicas else {}
         state_names = [store.name for store in self.task.stores.values()]
-        topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions))
+        topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions, extra),
+                             replication)
         sinks = {p.sink.topic for p in self.app.pipelines}
         existing = admin.list_topics(timeout=10).topics
-        missing = {t: (self.partitions, dict(topics.NO_TIME_RETENTION)) for t in sinks if t not in existing}
+        missing = {t: (self.partitions, dict(topics.NO_TIME_RETENTION, **extra)) for t in sinks if t not in existing}
         if missing:
-            topics.ensure_topics(admin, missing)
+            topics.ensure_topics(admin, missing, replication)
         self.transactions.init()
         self.consumer.subscribe(self.task.source_topics + list(self.task.stores),
                                 on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
@@ -93,17 +103,23 @@ class Worker:
         consumer, checkpointer, offsets = self.consumer, self.checkpointer, self.checkpointer.offsets
         try:
             while self.running:
-                for m in consumer.consume(1000, min(0.1, interval)):
-                    err = m.error()
-                    if err is not None:
-                        if err.fatal():
-                            raise KafkaException(err)
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer: %s", err)
-                        continue
-                    topic = m.topic()
-                    handlers[topic](m)
-                    offsets[(topic, m.partition())] = m.offset() + 1
+                try:
+                    for m in consumer.consume(1000, min(0.1, interval)):
+                        err = m.error()
+                        if err is not None:
+                            if err.fatal():
+                                raise ConsumerFailed(err)
+                            if err.code() != KafkaError._PARTITION_EOF:
+                                self._consumer_warning(err)
+                            continue
+                        topic = m.topic()
+                        handlers[topic](m)
+                        offsets[(topic, m.partition())] = m.offset() + 1
+                except ConsumerFailed:
+                    raise
+                except KafkaException as e:   # from producing: the producer or its transaction broke
+                    checkpointer.recover(e)
+                    continue
                 now = time.monotonic()
                 if now >= next_checkpoint:
                     checkpointer.checkpoint()
@@ -119,6 +135,13 @@ class Worker:
 
     def stop(self):
         self.running = False
+
+    def _consumer_warning(self, err):
+        """Log consumer errors (all retried by librdkafka), at most one a second: an outage repeats them."""
+        now = time.monotonic()
+        if now >= self._next_consumer_warning:
+            log.warning("%s: consumer: %s", self.opts.name, err)
+            self._next_consumer_warning = now + 1.0
 
     def _close(self):
         try:
@@ -139,7 +162,8 @@ class Worker:
         for topic, parts in by_topic.items():
             store = self.task.stores[topic]
             t0 = time.monotonic()
-            for p, table in restore(self.bootstrap, store.changelog, parts).items():
+            for p, table in restore(self.bootstrap, store.changelog, parts,
+                                    stopping=lambda: not self.running).items():
                 store.adopt(p, table)
             log.info("%s: restored state %r partitions %s in %.2f s", self.opts.name, store.name,
                      sorted(parts), time.monotonic() - t0)
