@@ -1,25 +1,25 @@
-"""Every default of the archive streamer, and the topic name other services import.
+"""Every default of the archive streamer.
 
 Precedence everywhere: command-line flag, then the environment variable named here, then the default.
 """
 import os
 from pathlib import Path
 
-# The Kafka topic the streamer fills; consumers import this name instead of repeating the literal.
-TOPIC = "gharchive"
+from stack_contract import SOURCE_TOPIC
+
+TOPIC = SOURCE_TOPIC   # the Kafka topic the streamer fills: the one star_leaders reads
 
 # Where GH Archive serves its hour files: <base>/YYYY-MM-DD-H.json.gz (hour not zero-padded).
 GHARCHIVE_URL = "https://data.gharchive.org"
 SYNTHETIC = "synthetic"  # the --source value that selects the built-in generator
 DEFAULT_SOURCE = GHARCHIVE_URL
 
-# The project's issue gives 2015 .. 2025-05-22 as the range where star data is healthy (before 2015
-# the archive uses the older Timeline schema, without a `repo` object, so every event would be skipped).
-# The first hour of that range is a stable default that never moves, and the real-data fixture in
-# shared/data is from the same day.
-DEFAULT_START = "2015-01-01-0"
+# The hours whose star data is healthy; a replay outside them gets a warning.  Before 2015 the archive
+# uses the older Timeline schema, without a `repo` object, so every event would be skipped.  The first
+# hour is the default start: it never moves, and the real-data fixture in shared/data is from that day.
 HEALTHY_FIRST_HOUR = "2015-01-01-0"
 HEALTHY_LAST_HOUR = "2025-05-22-23"
+DEFAULT_START = HEALTHY_FIRST_HOUR
 DEFAULT_HOURS = 24          # one archive day; at the default speedup it takes one wall-clock hour
 DEFAULT_SPEEDUP = 24.0      # archive seconds per wall second; 0 = as fast as possible
 DEFAULT_WARMUP_HOURS = 0    # hours sent at full speed before pacing starts
@@ -48,6 +48,7 @@ DOWNLOAD_BACKOFF_S = 1.0
 DOWNLOAD_BACKOFF_MAX_S = 30.0
 DOWNLOAD_TIMEOUT_S = (10.0, 60.0)      # (connect, read)
 DOWNLOAD_CHUNK_BYTES = 1024 * 1024
+DOWNLOAD_MAX_REDIRECTS = 5             # each to https on the archive's host only (download.py)
 PREFETCH_HOURS = 1                     # download the next hour while the current one streams
 
 # Pacing: events are sent in windows of this much wall time, with at most one sleep per window.

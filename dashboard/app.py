@@ -11,6 +11,8 @@ import time
 import orjson
 from flask import Flask, Response, render_template
 
+from stack_contract import RECENT_EVENTS, TOP_N, WINDOW_HOURS
+
 from .config import Config
 from .consumer import LeaderboardConsumer
 from .health import HealthMonitor, describe
@@ -68,7 +70,6 @@ def sse(event: str, data: bytes, event_id: int | None = None) -> bytes:
 def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
     config = config or Config.from_env()
     app = Flask(__name__)
-    app.config["JSON_SORT_KEYS"] = False
     rt = Runtime(config)
     app.extensions["dashboard"] = rt
     if start:
@@ -82,7 +83,8 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
 
     @app.get("/")
     def index():
-        return render_template("index.html", config=config)
+        return render_template("index.html", config=config, top_n=TOP_N, window_hours=WINDOW_HOURS,
+                               recent_events=RECENT_EVENTS)
 
     @app.get("/api/leaders")
     def api_leaders():

@@ -8,10 +8,12 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
+import stack_contract
+
 DEFAULT_KAFKA = "127.0.0.1:9092"
-DEFAULT_TOPIC = "leaderboard"          # what star_leaders writes (transactionally)
-DEFAULT_SOURCE_TOPIC = "gharchive"     # what star_leaders reads
-DEFAULT_GROUP = "star-leaders"         # star_leaders' consumer group on the source topic
+DEFAULT_TOPIC = stack_contract.LEADERBOARD_TOPIC      # what star_leaders writes (transactionally)
+DEFAULT_SOURCE_TOPIC = stack_contract.SOURCE_TOPIC    # what star_leaders reads
+DEFAULT_GROUP = stack_contract.APP_NAME               # star_leaders' consumer group on the source topic
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 DEFAULT_HEALTH_INTERVAL = 1.5          # seconds between health samples / SSE health pushes

@@ -1,13 +1,14 @@
-"""Pure leaderboard logic: validate `leaderboard` records and merge them into the global top 10.
+"""Pure leaderboard logic: validate `leaderboard` records and merge them into the global top N.
 
-A record (key = state partition id, value = JSON) carries one state partition's own top 10.
-The newest record per partition replaces the older one; the global top 10 is the merge of all
-partitions' leaders ordered by stars desc, then repo asc in plain string (code point) order.
+A record (key = state partition id, value = JSON, shaped as `stack_contract.Leaderboard`) carries one
+state partition's own top TOP_N.  The newest record per partition replaces the older one; the global
+top TOP_N is the merge of all partitions' leaders ordered by stars desc, then repo asc in plain string
+(code point) order.
 
 Everything here is untrusted input from the public archive: records that cannot be understood are
 counted and skipped, odd fields inside otherwise good records are dropped, and every list and string
-is bounded, so memory stays proportional to (partitions x 10 leaders x 3 events).  Strings are kept
-verbatim (escaping is the renderer's job) apart from truncation.
+is bounded, so memory stays proportional to (partitions x TOP_N leaders x RECENT_EVENTS events).
+Strings are kept verbatim (escaping is the renderer's job) apart from truncation.
 """
 from __future__ import annotations
 
@@ -18,9 +19,8 @@ from datetime import datetime, timezone
 
 import orjson
 
-TOP_N = 10                 # leaders shown, and kept per partition
-HOURS = 24                 # hourly buckets per leader
-MAX_EVENTS = 3             # recent forks/PRs kept per leader
+from stack_contract import RECENT_EVENTS, TOP_N, WINDOW_HOURS, Fork, Leader, PullRequest
+
 MAX_PARTITIONS = 4096      # distinct state partitions tracked; more are counted as malformed
 MAX_PARTITION_ID = 1 << 20
 MAX_SCAN = 1000            # list items looked at before giving up on the rest
@@ -32,9 +32,12 @@ STR_CAPS = {
     "repo": 200, "type": 40, "actor": 100, "created_at": 40, "url": 500,
     "title": 300, "action": 40, "name": 200,
 }
-EVENT_STR_KEYS = ("type", "actor", "created_at", "url", "title", "action", "name")
+# The fields of a leader and of its recent events, which hold every string field of a fork or a
+# pull request and the pull request's number.
+LEADER_KEYS = tuple(Leader.__annotations__)
 EVENT_INT_KEYS = ("number",)
-LEADER_KEYS = ("repo", "stars", "hourly", "recent_events")
+EVENT_STR_KEYS = tuple(k for k in {**Fork.__annotations__, **PullRequest.__annotations__}
+                       if k not in EVENT_INT_KEYS)
 
 
 class Malformed(ValueError):
@@ -96,13 +99,13 @@ def clean_event(ev) -> dict | None:
 
 
 def clean_hourly(hourly) -> list[int]:
-    """Exactly HOURS non-negative ints, oldest first; the newest hours win when too long,
+    """Exactly WINDOW_HOURS non-negative ints, oldest first; the newest hours win when too long,
     zeros pad the old end when too short, junk values count as 0."""
     if not isinstance(hourly, list):
-        return [0] * HOURS
-    tail = hourly[-HOURS:]
+        return [0] * WINDOW_HOURS
+    tail = hourly[-WINDOW_HOURS:]
     vals = [v if _is_int(v) and 0 <= v <= MAX_STARS else 0 for v in tail]
-    return [0] * (HOURS - len(vals)) + vals
+    return [0] * (WINDOW_HOURS - len(vals)) + vals
 
 
 def clean_leader(item) -> dict | None:
@@ -119,7 +122,7 @@ def clean_leader(item) -> dict | None:
             c = clean_event(ev)
             if c is not None:
                 cleaned.append(c)
-                if len(cleaned) == MAX_EVENTS:
+                if len(cleaned) == RECENT_EVENTS:
                     break
     return {"repo": _cap(repo, "repo"), "stars": stars,
             "hourly": clean_hourly(item.get("hourly")), "recent_events": cleaned}

@@ -14,7 +14,8 @@
 #   reset    deletes the local stack's topics and consumer group (what `start` does first, see RESET).
 #
 # Settings (environment variables).  This block is the one place for the local stack's defaults; the
-# Docker stack reads the same variables in docker-compose.yaml, with the defaults noted there.
+# Docker stack reads the same variables in docker-compose.yaml, with the defaults noted there.  The
+# topics' and the app id's defaults are the Python services' own (stack_contract; a test compares them).
 #   STAR_LEADERS_SOURCE       synthetic         where events come from: `synthetic` (built-in generator,
 #                                               works offline), a URL (https://data.gharchive.org for the
 #                                               real GH Archive) or a folder of YYYY-MM-DD-H.json.gz files

@@ -5,18 +5,15 @@ line win.  Everything else is fixed for a deployment: the partition keys and the
 of the state layout (state is partitioned and checkpointed by these keys), so changing them needs a
 fresh state (new consumer group / changelog), not a restart.
 """
+# Shared with the streamer and the dashboard, so they live in stack_contract: the topics, the
+# application's name (the workers' consumer group) and the window's shape.
+from stack_contract import APP_NAME, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS
+from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC
 
-APP_NAME = "star-leaders"            # ApplicationBuilder name; the runtime's Kafka consumer group
-SOURCE_TOPIC = "gharchive"           # one GH Archive event (JSON bytes) per record
-SINK_TOPIC = "leaderboard"           # one partition's leaderboard (JSON) per record, key = partition id
 STATE_NAME = "repo-metadata"
 
 PARTITION_COUNT = 32                 # state partitions; a repo's partition is crc32(name) % this
 PARTITION_KEYS = list(range(PARTITION_COUNT))
-
-WINDOW_HOURS = 24                    # hourly star buckets per repo, ending at the stream's event time
-TOP_N = 10                           # leaders per partition (the dashboard merges them into its own top 10)
-RECENT_EVENTS = 3                    # forks / pull requests shown per leader, newest first
 
 WATCH_EVENT = "WatchEvent"           # a star
 FORK_EVENT = "ForkEvent"

@@ -1,15 +1,20 @@
-"""Shared fixtures: the real local Kafka broker (started if absent) and topic helpers."""
+"""Shared fixtures and helpers: the real local Kafka broker (started if absent), topics, workers, ports,
+waiting, browser pages and GH Archive lines."""
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+SHARED_DATA = ROOT.parent / "shared" / "data"   # beside the checkout (CI copies shared/ there too)
+REAL_HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 CHROMIUM = "/usr/bin/chromium"          # Debian's (make chromium); Playwright's own download is not used
 ARTIFACTS = ROOT / "test-artifacts"     # screenshots (gitignored)
@@ -91,6 +96,9 @@ def python():
 
 
 APPS = Path(__file__).resolve().parent / "apps"
+# The test applications are top-level modules, as machida imports them (cwd=APPS), and their pickled
+# state names them so (wordcount.WordCounts): tests import them by that same name.
+sys.path.insert(0, str(APPS))
 
 
 class Workers:
@@ -128,10 +136,15 @@ def workers(kafka, tmp_path):
 
 
 def group_assignments(bootstrap, group):
-    """{member client id: [(topic, partition)]} for a consumer group, from the broker."""
+    """{member client id: [(topic, partition)]} for a consumer group, from the broker; {} while the
+    broker cannot describe the group yet (coordinator loading, group still forming)."""
+    from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    desc = admin.describe_consumer_groups([group])[group].result(20)
+    try:
+        desc = admin.describe_consumer_groups([group])[group].result(20)
+    except (KafkaException, TimeoutError):
+        return {}
     return {m.client_id: [(tp.topic, tp.partition) for tp in m.assignment.topic_partitions]
             for m in desc.members}
 
@@ -159,3 +172,53 @@ def chromium():
                                      args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
         yield browser
         browser.close()
+
+
+def new_page(chromium):
+    """A page of `chromium` and the list that collects its script errors and console errors."""
+    page = chromium.new_page(viewport={"width": 1280, "height": 900})
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return page, errors
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition"):
+    """Polls predicate() until it returns something truthy, and returns that.  Tries once more at the
+    deadline (a slow predicate still gets its last look), then fails naming `what` and the last value."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last value: {value!r:.500}")
+        time.sleep(0.2)
+
+
+def event_line(kind, eid, repo, created_at, *, actor="someone", number=1, action="opened", title=None,
+               url=None, message="fix") -> bytes:
+    """One GH Archive line shaped like the real ones (with the payload fields star_leaders reads)."""
+    event = {"id": str(eid), "type": kind,
+             "actor": {"id": 1, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
+             "repo": {"id": 2, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
+             "payload": {"action": "started"} if kind == "WatchEvent" else {},
+             "public": True, "created_at": created_at}
+    if kind == "ForkEvent":
+        full = f"{actor}/{repo.split('/')[1]}"
+        event["payload"] = {"forkee": {"id": 3, "name": repo.split("/")[1], "full_name": full,
+                                       "html_url": f"https://github.com/{full}", "private": False}}
+    elif kind == "PullRequestEvent":
+        event["payload"] = {"action": action, "number": number,
+                            "pull_request": {"title": f"PR {number}" if title is None else title, "number": number,
+                                             "html_url": url or f"https://github.com/{repo}/pull/{number}"}}
+    elif kind == "PushEvent":
+        event["payload"] = {"size": 1, "commits": [{"message": message}]}
+    return json.dumps(event).encode()

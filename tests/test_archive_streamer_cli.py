@@ -14,15 +14,14 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from archive_streamer import config, synthetic
 from archive_streamer.reader import created_at_ms
-from conftest import ROOT, SHARED_DATA, read_topic
+from conftest import REAL_HOUR, ROOT, SHARED_DATA, read_topic
 from test_archive_streamer_helpers import run_cli, sent_count
 
-REAL_HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 SAMPLE_2021 = SHARED_DATA / "gharchive-2021-sample"
 
 
 def valid_lines(path) -> list[bytes]:
-    """Lines that are events by the issue's definition, counted with the stdlib, not our reader."""
+    """Lines that are events (objects with created_at and repo), counted with the stdlib, not our reader."""
     out = []
     with gzip.open(path, "rb") as f:
         for line in f:

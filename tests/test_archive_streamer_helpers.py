@@ -12,10 +12,10 @@ from archive_streamer.hours import as_hour, file_name
 
 
 def write_gz(path: Path, lines: list[bytes], *, final_newline: bool = True) -> Path:
-    """Writes `lines` as one gzip hour file."""
+    """Writes `lines` as one gzip hour file (fastest compression: the end-to-end days are 200 MB)."""
     data = b"\n".join(lines) + (b"\n" if final_newline else b"")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
+    with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(data)
     return path
 

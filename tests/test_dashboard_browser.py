@@ -8,7 +8,7 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import ARTIFACTS, create_topic
+from conftest import ARTIFACTS, create_topic, new_page
 from dashboard.config import Config
 from test_dashboard_helpers import (REPOS, expected_top, hourly_shape, leader, produce_txn, record,
                                     recent_events, serve)
@@ -61,10 +61,7 @@ def test_live_page(kafka, topic_name, chromium, admin):
     traffic.start()
     config = Config(kafka=kafka, topic=topic, source_topic=source, group=group, health_interval=0.5)
     with serve(config) as (url, app):
-        page = chromium.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page, errors = new_page(chromium)
         try:
             page.goto(url + "/")
             # ---- empty state, while the topic does not exist yet

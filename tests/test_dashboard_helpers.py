@@ -52,18 +52,6 @@ def produce_txn(bootstrap: str, topic: str, records: list[tuple[int, bytes]], *,
         p.commit_transaction(30)
 
 
-def wait_for(fn, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
-    """Polls fn() until it returns something truthy; returns it.  Fails with the last value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}")
-
-
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=10) as r:
         assert r.headers.get_content_type() == "application/json"

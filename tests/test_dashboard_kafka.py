@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import create_topic
+from conftest import ROOT, create_topic, free_port, wait_for
 from dashboard.config import Config
-from test_dashboard_helpers import (SSE, expected_top, get_json, leader, produce_txn, record, serve,
-                                    wait_for)
+from test_dashboard_helpers import SSE, expected_top, get_json, leader, produce_txn, record, serve
 
 pytestmark = pytest.mark.kafka
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cfg(kafka, topic, **kw) -> Config:
@@ -114,7 +112,7 @@ def test_stream_refuses_clients_beyond_the_cap(kafka, topic_name):
         finally:
             a.close()
         # the slot is released when the client goes away
-        wait_for(lambda: (lambda s: (s.close(), s.resp.status)[1] == 200)(SSE(url)), timeout=30,
+        wait_for(lambda: (lambda s: (s.close(), s.resp.status)[1] == 200)(SSE(url)), timeout_s=30,
                  what="a free stream slot")
 
 
@@ -136,15 +134,9 @@ def test_starts_before_the_topic_exists(kafka, topic_name, admin):
 
         # a deleted topic takes its leaders with it, and the dashboard waits for it again
         admin.delete_topics([topic])[topic].result(30)
-        wait_for(lambda: get_json(url + "/api/leaders") == {"event_time": None, "leaders": []}, timeout=90,
+        wait_for(lambda: get_json(url + "/api/leaders") == {"event_time": None, "leaders": []}, timeout_s=90,
                  what="empty board after the topic was deleted")
         assert get_json(url + "/api/health")["consumer_state"] == "waiting_for_topic"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_starts_while_kafka_is_unreachable(topic_name):

@@ -5,6 +5,7 @@ import time
 import orjson
 import pytest
 
+from conftest import ROOT
 from dashboard import leaders as L
 from dashboard.config import Config, parse_args
 from dashboard.health import RateMeter, compute_lag
@@ -128,7 +129,7 @@ def test_bounds_on_lists_strings_and_partitions():
     top = b.snapshot()["leaders"][0]
     assert len(top["repo"]) == L.STR_CAPS["repo"] and top["repo"].endswith("\u2026")
     assert top["hourly"] == list(range(76, 100))                # newest 24 hours kept
-    assert len(top["recent_events"]) == L.MAX_EVENTS
+    assert len(top["recent_events"]) == L.RECENT_EVENTS
     ev = top["recent_events"][0]
     assert len(ev["title"]) == L.STR_CAPS["title"] and len(ev["url"]) == L.STR_CAPS["url"]
     assert len(ev["actor"]) == L.STR_CAPS["actor"]
@@ -225,6 +226,23 @@ def test_routes_without_kafka():
     page = client.get("/")
     assert page.status_code == 200 and b"Waiting for the first leaders" in page.data
     assert b"<script src=\"/static/app.js\"" in page.data
+
+
+def test_page_gives_the_script_the_leaderboard_shape():
+    """app.js takes the top N, the window length and the recent-events count from <body>."""
+    import re
+
+    import stack_contract
+    from dashboard.app import create_app
+    html = create_app(Config(), start=False).test_client().get("/").data.decode()
+    body = re.search(r"<body[^>]*>", html).group(0)
+    shape = {"data-top-n": stack_contract.TOP_N, "data-window-hours": stack_contract.WINDOW_HOURS,
+             "data-recent-events": stack_contract.RECENT_EVENTS}
+    script = (ROOT / "dashboard" / "static" / "app.js").read_text()
+    for attribute, value in shape.items():
+        assert f'{attribute}="{value}"' in body
+        assert f'getAttribute("{attribute}")' in script
+    assert f"Top {stack_contract.TOP_N} by new stars, last {stack_contract.WINDOW_HOURS}" in html
 
 
 def test_page_escapes_configured_names():

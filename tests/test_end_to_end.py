@@ -1,4 +1,4 @@
-"""The issue's acceptance test: the whole stack on the real broker, as separate processes.
+"""The acceptance test: the whole stack on the real broker, as separate processes.
 
     hour files --(python -m archive_streamer --speedup 0)--> gharchive topic
         --(two machida workers running star_leaders)--> leaderboard topic --(python -m dashboard)--> /api/leaders
@@ -9,7 +9,7 @@ at the newest event's hour, counts, hourly buckets and order exactly.
 
 Cases: (a) three synthetic days followed by quiet hours in which only two repositories (sharing one
 repartition partition) get events, so the windows of almost every state partition, and of one whole
-worker, can only slide through watermarks; (b) the real hour in /work/shared/data/gharchive; (c) (a)
+worker, can only slide through watermarks; (b) the real hour in shared/data/gharchive; (c) (a)
 again with one worker killed by SIGKILL in the middle of the replay.
 """
 import gzip
@@ -29,11 +29,11 @@ from pathlib import Path
 import pytest
 
 from archive_streamer import synthetic
-from archive_streamer.hours import file_name
-from conftest import ROOT, SHARED_DATA, group_assignments
+from conftest import ROOT, SHARED_DATA, event_line, free_port, group_assignments, wait_for
 from reference import batch_leaders, comparable, event_time_ms
 from star_leaders import config as app_config
-from star_leaders.app import partition_of
+from star_leaders import partition_of
+from test_archive_streamer_helpers import write_hour
 
 pytestmark = pytest.mark.kafka
 
@@ -65,30 +65,8 @@ def quiet_repos():
         i += 1
 
 
-def event_line(kind, eid, repo, created_at, *, actor="quiet-actor", title=None, number=1, url=None):
-    """One GH Archive line shaped like the real ones."""
-    event = {"id": str(eid), "type": kind,
-             "actor": {"id": 11, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
-             "repo": {"id": 22, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
-             "payload": {}, "public": True, "created_at": created_at}
-    if kind == "WatchEvent":
-        event["payload"] = {"action": "started"}
-    elif kind == "PullRequestEvent":
-        event["payload"] = {"action": "opened", "number": number,
-                            "pull_request": {"number": number, "title": title or f"PR {number}",
-                                             "html_url": url or f"https://github.com/{repo}/pull/{number}"}}
-    elif kind == "PushEvent":
-        event["payload"] = {"size": 1, "commits": [{"message": "fix"}]}
-    return json.dumps(event).encode()
-
-
 def iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def write_hour(folder: Path, hour: datetime, lines) -> None:
-    with gzip.open(folder / file_name(hour), "wb", compresslevel=1) as f:
-        f.write(b"\n".join(lines) + b"\n")
 
 
 def read_folder(folder: Path) -> list[bytes]:
@@ -134,13 +112,6 @@ def clean_env():
     ARCHIVE_STREAMER_HOURS left set would replay only part of the folder)."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith(("ARCHIVE_STREAMER_", "DASHBOARD_", "GHARCHIVE_", "KAFKA_BOOTSTRAP"))}
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Dashboard:
@@ -215,24 +186,10 @@ def start_workers(workers, source, sink, app_id, names=("w1", "w2")):
     return [workers.start("star_leaders", source, sink, name, app_id, *FAST, cwd=ROOT) for name in names]
 
 
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(0.3)
-
-
 def both_assigned(kafka, app_id, source, names=("w1", "w2")):
     """{client id: source partitions} once every named worker owns a source partition, else None."""
-    try:
-        a = group_assignments(kafka, app_id)
-    except Exception:  # noqa: BLE001 - group not formed yet
-        return None
-    owned = {cid: sorted(p for t, p in tps if t == source) for cid, tps in a.items()}
+    owned = {cid: sorted(p for t, p in tps if t == source)
+             for cid, tps in group_assignments(kafka, app_id).items()}
     if all(owned.get(f"{app_id}-{n}") for n in names):
         return owned
     return None

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS
+from conftest import ARTIFACTS, event_line, new_page, wait_for
 from archive_streamer import synthetic
 from reference import batch_leaders, event_time_ms
-from test_end_to_end import (dashboard, event_line, finish_replay, iso, read_folder, start_replay,
-                             start_workers, wait_for, write_hour)
+from test_archive_streamer_helpers import write_hour
+from test_end_to_end import dashboard, finish_replay, iso, read_folder, start_replay, start_workers
 
 pytestmark = [pytest.mark.browser, pytest.mark.kafka]
 
@@ -76,10 +76,7 @@ def test_live_replay_in_the_browser(kafka, topic_name, workers, tmp_path, chromi
     source, sink, app_id = topic_name("e2eb-gharchive"), topic_name("e2eb-leaderboard"), topic_name("e2eb-app")
     (w1,) = start_workers(workers, source, sink, app_id, names=("w1",))
     with dashboard(kafka, sink, source, app_id, tmp_path, "--health-interval", "0.5") as dash:
-        page = chromium.new_page(viewport={"width": 1280, "height": 900})
-        errors = []
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page, errors = new_page(chromium)
         replay = None
         try:
             page.goto(dash.url + "/")

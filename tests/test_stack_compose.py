@@ -10,13 +10,13 @@ import shlex
 import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 yaml = pytest.importorskip("yaml", reason="PyYAML is in the dev extra: make env")
 
-ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yaml"
 APP_SERVICES = {"streamer", "primary", "secondary", "dashboard"}
 WORKERS = ("primary", "secondary")
@@ -267,6 +267,49 @@ def test_pipeline_topics_line_up(services):
     assert opt(s, "--kafka") == opt(w, "--kafka_source_brokers") == opt(d, "--kafka") == "kafka:9092"
 
 
+def stack_documented_settings() -> set[str]:
+    """The STAR_LEADERS_* variables scripts/stack.sh's header documents."""
+    header = (ROOT / "scripts" / "stack.sh").read_text().split("\nset -euo pipefail", 1)[0]
+    return set(re.findall(r"^#   (STAR_LEADERS_[A-Z_]+)", header, re.M))
+
+
+def test_names_come_from_the_stacks_variables_with_the_contracts_defaults():
+    """Topics and group are `${VAR:-default}` under the names scripts/stack.sh documents, and both files
+    default to stack_contract's values (what the Python services default to)."""
+    import stack_contract
+    contract = {"STAR_LEADERS_EVENTS_TOPIC": stack_contract.SOURCE_TOPIC,
+                "STAR_LEADERS_LEADERBOARD_TOPIC": stack_contract.LEADERBOARD_TOPIC,
+                "STAR_LEADERS_APP_ID": stack_contract.APP_NAME}
+    text = COMPOSE.read_text()
+    raw = yaml.safe_load(text)["services"]
+    used = {}
+    for name, default in _INTERP.findall(text):
+        used.setdefault(name, set()).add(default)
+    assert set(used) <= stack_documented_settings(), \
+        f"compose reads variables scripts/stack.sh does not document: {set(used) - stack_documented_settings()}"
+    for var, value in contract.items():
+        assert used.get(var) == {value}, f"compose's defaults for {var}: {used.get(var)}, the contract's {value!r}"
+    assert {var: stack_env()[var] for var in contract} == contract, "scripts/stack.sh's defaults"
+
+    def variable(value):
+        m = re.fullmatch(r"\$\{([A-Z_]+):-[^}]*\}", value)
+        assert m, f"{value!r} is written out instead of taken from a variable"
+        return m.group(1)
+
+    def var_of(service, flag):
+        return variable(opt(argv(raw[service]), flag))
+    for service, flag, var in [("streamer", "--topic", "STAR_LEADERS_EVENTS_TOPIC"),
+                               *[(w, "--kafka_source_topic", "STAR_LEADERS_EVENTS_TOPIC") for w in WORKERS],
+                               *[(w, "--kafka_sink_topic", "STAR_LEADERS_LEADERBOARD_TOPIC") for w in WORKERS],
+                               *[(w, "--application-id", "STAR_LEADERS_APP_ID") for w in WORKERS],
+                               ("dashboard", "--source-topic", "STAR_LEADERS_EVENTS_TOPIC"),
+                               ("dashboard", "--topic", "STAR_LEADERS_LEADERBOARD_TOPIC"),
+                               ("dashboard", "--group", "STAR_LEADERS_APP_ID")]:
+        assert var_of(service, flag) == var, (service, flag)
+    created = re.findall(r"--create --if-not-exists\s+--topic (\S+)", " ".join(argv(raw["topics"])))
+    assert [variable(t) for t in created] == ["STAR_LEADERS_EVENTS_TOPIC", "STAR_LEADERS_LEADERBOARD_TOPIC"]
+
+
 def test_streamer_at_24x_with_cache_volume(compose, services):
     s = services["streamer"]
     args = argv(s)
@@ -349,7 +392,9 @@ def test_dockerignore_keeps_local_state_out():
              if ln.strip() and not ln.startswith("#")]
     assert lines[0] == "*", "whitelist: exclude everything, then re-include what the image needs"
     included = {ln[1:] for ln in lines if ln.startswith("!")}
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
     assert {"pyproject.toml", "wallaroo", "star_leaders", "archive_streamer", "dashboard"} <= included
+    assert {p.rstrip("*") for p in packages} <= included, "every package of pyproject.toml goes into the image"
     assert not included & {".venv", ".stack", "kafka", ".git"}
 
 

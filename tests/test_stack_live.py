@@ -8,7 +8,6 @@ a free dashboard port, topics and application id with a random suffix.  Skipped,
 until the services it needs exist."""
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import alive
+from conftest import ROOT, alive, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "scripts" / "stack.sh"
 VENV = Path(sys.prefix)
 LEADERS_WITHIN_S = 120
@@ -46,12 +44,6 @@ pytestmark = [
     pytest.mark.kafka,
     pytest.mark.skipif(bool(MISSING), reason=f"stack services not written yet: {', '.join(MISSING)}"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def leaders(port: int):
@@ -174,7 +166,7 @@ def test_reset_deletes_exactly_the_stacks_own_topics_and_group(kafka, tmp_path):
     """`start` (STAR_LEADERS_RESET=1) and `reset` delete this stack's topics and group, nothing else."""
     from confluent_kafka import Consumer
     from confluent_kafka.admin import AdminClient, NewTopic
-    from wallaroo.runtime import topics as T
+    from wallaroo.runtime import topics
 
     suffix = uuid.uuid4().hex[:8]
     app_id = f"sl-reset-{suffix}"
@@ -182,9 +174,9 @@ def test_reset_deletes_exactly_the_stacks_own_topics_and_group(kafka, tmp_path):
     import star_leaders
     app = star_leaders.application_setup(["machida"])
     app = app.build() if hasattr(app, "build") else app
-    internal = [T.dead_letter_topic(app_id)]
+    internal = [topics.dead_letter_topic(app_id)]
     for s in app.state_names():
-        internal += [T.repartition_topic(app_id, s), T.changelog_topic(app_id, s)]
+        internal += [topics.repartition_topic(app_id, s), topics.changelog_topic(app_id, s)]
     ours = [events, board, *internal]
     # neighbours that share prefixes with ours: another app id that starts with ours, another topic
     others = [f"{app_id}-x-other", f"{app_id}x-dead-letters", f"{events}-2", f"x{board}"]

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import alive
+from conftest import ROOT, alive, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 STACK = ROOT / "scripts" / "stack.sh"
 
 FAKE_HONCHO = textwrap.dedent("""\
@@ -58,12 +57,6 @@ FAKE_HONCHO = textwrap.dedent("""\
     signal.signal(signal.SIGTERM, term)
     srv.serve_forever()
     """)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_gone(pid: int, timeout: float = 10.0) -> bool:

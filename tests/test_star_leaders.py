@@ -8,22 +8,19 @@ import random
 import re
 import zlib
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 import star_leaders
 from star_leaders import config
-from star_leaders.app import RepoEvent, RepoMetadata, annotate_repos, decoder, encoder, \
-    filter_interesting_events, may_be_interesting, partition_of
+from star_leaders import RepoEvent, RepoMetadata, annotate_repos, decoder, encoder, \
+    filter_interesting_events, partition_of
+from star_leaders.events import may_be_interesting
 from wallaroo.testing import Watermark, run_local
 
-try:
-    from tests import reference as ref
-except ImportError:  # tests/ is not a package: pytest puts it on sys.path
-    import reference as ref
+import reference as ref
+from conftest import REAL_HOUR, event_line as line
 
-REAL_HOUR = Path("/work/shared/data/gharchive/2015-01-01-12.json.gz")
 T0 = datetime(2015, 1, 1, tzinfo=timezone.utc)
 HOUR_MS = 3_600_000
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
@@ -38,27 +35,6 @@ def at(hours=0.0, seconds=0):
 
 def ms(iso):
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
-
-
-def line(kind, eid, repo, created_at, actor="someone", **extra):
-    """A GH Archive line shaped like the real ones."""
-    event = {"id": str(eid), "type": kind,
-             "actor": {"id": 1, "login": actor, "gravatar_id": "", "url": f"https://api.github.com/users/{actor}"},
-             "repo": {"id": 2, "name": repo, "url": f"https://api.github.com/repos/{repo}"},
-             "payload": {"action": "started"} if kind == "WatchEvent" else {},
-             "public": True, "created_at": created_at}
-    if kind == "ForkEvent":
-        full = f"{actor}/{repo.split('/')[1]}"
-        event["payload"] = {"forkee": {"id": 3, "name": repo.split("/")[1], "full_name": full,
-                                       "html_url": f"https://github.com/{full}", "private": False}}
-    elif kind == "PullRequestEvent":
-        number = extra.get("number", 1)
-        event["payload"] = {"action": extra.get("action", "opened"), "number": number,
-                            "pull_request": {"title": extra.get("title", f"PR {number}"), "number": number,
-                                             "html_url": f"https://github.com/{repo}/pull/{number}"}}
-    elif kind == "PushEvent":
-        event["payload"] = {"size": 1, "commits": [{"message": extra.get("message", "fix")}]}
-    return json.dumps(event).encode()
 
 
 def timed(lines):

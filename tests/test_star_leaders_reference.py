@@ -1,16 +1,11 @@
 """The batch reference checked on its own, against answers worked out by hand (and by grep)."""
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
-try:
-    from tests import reference as ref
-except ImportError:
-    import reference as ref
-
-REAL_HOUR = Path("/work/shared/data/gharchive/2015-01-01-12.json.gz")
+import reference as ref
+from conftest import REAL_HOUR
 
 
 def ev(kind, eid, repo, created_at):

@@ -5,16 +5,14 @@ from collections import Counter
 import orjson
 import pytest
 
-from conftest import SHARED_DATA
+from conftest import REAL_HOUR
 from examples import fork_leaders
 from wallaroo.testing import run_local
 
-HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 
-
-@pytest.mark.skipif(not HOUR.exists(), reason="shared/data not present")
+@pytest.mark.skipif(not REAL_HOUR.exists(), reason="shared/data not present")
 def test_fork_leaders_tutorial_on_the_real_hour():
-    lines = gzip.open(HOUR).read().splitlines()
+    lines = gzip.open(REAL_HOUR).read().splitlines()
     result = run_local(fork_leaders, lines, args=["--kafka_source_topic", "gharchive",
                                                   "--kafka_sink_topic", "leaderboard"])
     assert not result.dead_letters

@@ -1,16 +1,13 @@
 """The 0.4 API surface and the in-memory runner (no Kafka here)."""
-import sys
 
 import pytest
 
 import wallaroo
+import window
+import wordcount
 from wallaroo.runtime.cli import strip_wallaroo_flags
 from wallaroo.runtime.routing import KeyRouter, key_bytes, key_from_bytes
 from wallaroo.testing import Watermark, run_local
-
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent / "apps"))
-import window  # noqa: E402
-import wordcount  # noqa: E402
 
 ARGS = ["--kafka_source_topic", "in", "--kafka_source_brokers", "127.0.0.1:9092",
         "--kafka_sink_topic", "out", "--kafka_sink_brokers", "127.0.0.1:9092"]

@@ -3,7 +3,6 @@ dead letters, event time reaching idle partitions, topology checks."""
 import pickle
 import random
 import signal
-import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -11,12 +10,10 @@ from collections import Counter, defaultdict
 import pytest
 from confluent_kafka import Producer
 
-from conftest import APPS, create_topic, group_assignments, read_topic
-from wallaroo.runtime import topics as T
+import wordcount
+from conftest import create_topic, group_assignments, read_topic, wait_for
+from wallaroo.runtime import topics
 from wallaroo.testing import run_local
-
-sys.path.insert(0, str(APPS))
-import wordcount  # noqa: E402
 
 pytestmark = pytest.mark.kafka
 FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
@@ -66,7 +63,7 @@ def assert_exactly_once(bootstrap, sink, app_id, lines):
     assert set(values) == want, f"missing {len(want - set(values))}, unexpected {len(set(values) - want)}"
     assert all(m.key() == m.value().split(b"=")[0] for m in got)
     # The changelog's last committed record per key is the final state.
-    changelog = T.changelog_topic(app_id, "word counts")
+    changelog = topics.changelog_topic(app_id, "word counts")
     latest = {}
     for m in read_topic(bootstrap, changelog, idle_s=2):
         latest[(m.partition(), m.key())] = m.value()
@@ -76,14 +73,13 @@ def assert_exactly_once(bootstrap, sink, app_id, lines):
     assert final == dict(expected)
 
 
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+def held_back_feeder(bootstrap, topic, lines, rate):
+    """A feeder thread (not started yet) for `lines` at `rate` that holds back the second half until
+    the returned event is set: kill_9_mid_stream sets it after the kill."""
+    killed = threading.Event()
+    feeder = threading.Thread(target=produce, args=(bootstrap, topic, lines),
+                              kwargs={"rate": rate, "pause": killed}, daemon=True)
+    return feeder, killed
 
 
 def kill_9_mid_stream(bootstrap, sink, worker, feeder, killed, after_outputs):
@@ -117,7 +113,7 @@ def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
     # consumed repartition records are deleted from Kafka (purged up to the committed offsets)
     from confluent_kafka import Consumer, TopicPartition
     probe = Consumer({"bootstrap.servers": kafka, "group.id": app_id})
-    tps = [TopicPartition(T.repartition_topic(app_id, "word counts"), p) for p in range(4)]
+    tps = [TopicPartition(topics.repartition_topic(app_id, "word counts"), p) for p in range(4)]
     try:
         wait_for(lambda: all(probe.get_watermark_offsets(tp, timeout=10, cached=False)[0] > 0 for tp in tps),
                  30, "repartition records to be purged")
@@ -137,7 +133,7 @@ def test_poison_record_goes_to_dead_letters_and_worker_goes_on(kafka, topic_name
     w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     got = read_topic(kafka, sink, expect=4, timeout_s=60)
     assert sorted(m.value() for m in got) == [b"w01=1", b"w01=2", b"w02=1", b"w02=2"]
-    dead = read_topic(kafka, T.dead_letter_topic(app_id), expect=3, timeout_s=30)
+    dead = read_topic(kafka, topics.dead_letter_topic(app_id), expect=3, timeout_s=30)
     assert sorted(m.value() for m in dead) == [b"POISON w01", b"zzz", b"\xff\xfe not utf-8"]
     headers = {m.value(): dict(m.headers()) for m in dead}
     assert headers[b"POISON w01"]["step"] == b"check poison"
@@ -158,18 +154,13 @@ def test_two_workers_share_and_survive_kill_9(kafka, topic_name, workers):
     src, sink, app_id = topic_name("eo-in"), topic_name("eo-out"), topic_name("eo")
     create_topic(kafka, src, 4)
     lines = word_lines(60_000, seed=2)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 6000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=6000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     w2 = workers.start("wordcount", src, sink, "w2", app_id, *FAST)
     feeder.start()
 
     def both_assigned():
-        try:
-            a = group_assignments(kafka, app_id)
-        except Exception:  # noqa: BLE001 - group not formed yet
-            return None
+        a = group_assignments(kafka, app_id)
         return a if len(a) == 2 and all(a.values()) else None
     assignment = wait_for(both_assigned, 60, "both workers to receive partitions")
     for member, tps in assignment.items():
@@ -185,9 +176,7 @@ def test_restart_after_kill_9_of_the_only_worker(kafka, topic_name, workers):
     src, sink, app_id = topic_name("rs-in"), topic_name("rs-out"), topic_name("rs")
     create_topic(kafka, src, 2)
     lines = word_lines(30_000, seed=3)
-    killed = threading.Event()
-    feeder = threading.Thread(target=produce, args=(kafka, src, lines),
-                              kwargs={"rate": 5000, "pause": killed}, daemon=True)
+    feeder, killed = held_back_feeder(kafka, src, lines, rate=5000)
     w1 = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     feeder.start()
     kill_9_mid_stream(kafka, sink, w1, feeder, killed, after_outputs=1000)
@@ -232,7 +221,7 @@ def test_idle_partition_window_closes_on_event_time(kafka, topic_name, workers):
                       "b's window to close")
     assert closed[0].value() == report("b", 24, 0)
     assert closed[0].timestamp()[1] == at(24, 5)   # closed at the watermark: the stream's event time
-    partitions = {m.key(): m.partition() for m in read_topic(kafka, T.changelog_topic(app_id, "windows"), idle_s=1)}
+    partitions = {m.key(): m.partition() for m in read_topic(kafka, topics.changelog_topic(app_id, "windows"), idle_s=1)}
     assert len(set(partitions.values())) == 2, "a and b must live in different partitions for this test"
     assert w.poll() is None
 
@@ -240,7 +229,7 @@ def test_idle_partition_window_closes_on_event_time(kafka, topic_name, workers):
 def test_partition_count_mismatch_stops_worker_with_clear_message(kafka, topic_name, workers):
     src, sink, app_id = topic_name("mm-in"), topic_name("mm-out"), topic_name("mm")
     create_topic(kafka, src, 2)
-    create_topic(kafka, T.repartition_topic(app_id, "word counts"), 3)
+    create_topic(kafka, topics.repartition_topic(app_id, "word counts"), 3)
     w = workers.start("wordcount", src, sink, "w1", app_id, *FAST)
     assert w.wait(60) != 0
     log = w.log_path.read_text()
@@ -299,7 +288,7 @@ def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, wo
     lines = word_lines(200, seed=4)
     produce(kafka, src, lines)
     words = sum(expected_counts(lines).values())
-    repartition = T.repartition_topic(app_id, "word counts")
+    repartition = topics.repartition_topic(app_id, "word counts")
     w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000")
     wait_for(lambda: len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5)) >= words,
              60, "the worker to route every word (uncommitted)")

@@ -1,34 +1,22 @@
 """One semantics for the Kafka worker and the local runner, and records that outlive a change of the
 application: repartitioned records name their state step, so they reach it after a pipeline is
 inserted in front, and go to the dead letters (with why) when the step is gone."""
-import sys
 import time
 
 import pytest
 from confluent_kafka import Producer
 
-from conftest import APPS, create_topic, read_topic
+from conftest import create_topic, read_topic, wait_for
 from wallaroo.runtime import topics
 from wallaroo.runtime.serde import Serde
 from wallaroo.runtime.task import Task
 from wallaroo.testing import Checkpoint, LocalCollector, LocalMessage, LocalResult, load_application, run_local
 
-sys.path.insert(0, str(APPS))
-import evolving  # noqa: E402
-import window  # noqa: E402
-import wordcount  # noqa: E402
+import evolving
+import window
+import wordcount
 
 FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
-
-
-def wait_for(predicate, timeout_s, what):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def routed_by(app_args, lines, partitions):

@@ -14,12 +14,16 @@
   var ISO_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/;
   var HOUR_MS = 3600 * 1000;
 
+  // The server writes its settings and the leaderboard's shape (stack_contract) on <body>.
   var body = document.body;
   var cfg = {
-    topic: body.getAttribute("data-topic") || "leaderboard",
-    sourceTopic: body.getAttribute("data-source-topic") || "gharchive",
-    group: body.getAttribute("data-group") || "star-leaders",
-    kafka: body.getAttribute("data-kafka") || ""
+    topic: body.getAttribute("data-topic"),
+    sourceTopic: body.getAttribute("data-source-topic"),
+    group: body.getAttribute("data-group"),
+    kafka: body.getAttribute("data-kafka") || "",
+    topN: parseInt(body.getAttribute("data-top-n"), 10),
+    hours: parseInt(body.getAttribute("data-window-hours"), 10),
+    recentEvents: parseInt(body.getAttribute("data-recent-events"), 10)
   };
 
   var state = {
@@ -115,23 +119,24 @@
 
   function sparkline(hourly, repo) {
     var W = 168, H = 40, P = 3;
-    var v = Array.isArray(hourly) ? hourly.slice(-24).map(int) : [];
-    while (v.length < 24) v.unshift(0);
+    var last = cfg.hours - 1;   // index of the latest hour
+    var v = Array.isArray(hourly) ? hourly.slice(-cfg.hours).map(int) : [];
+    while (v.length < cfg.hours) v.unshift(0);
     var max = Math.max.apply(null, v), scale = Math.max(1, max);
-    var x = function (i) { return P + i * (W - 2 * P) / 23; };
+    var x = function (i) { return P + i * (W - 2 * P) / last; };
     var y = function (n) { return H - P - (n / scale) * (H - 2 * P - 2); };
     var line = v.map(function (n, i) { return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(n).toFixed(1); }).join(" ");
-    var area = line + " L" + x(23).toFixed(1) + " " + (H - P) + " L" + x(0).toFixed(1) + " " + (H - P) + " Z";
+    var area = line + " L" + x(last).toFixed(1) + " " + (H - P) + " L" + x(0).toFixed(1) + " " + (H - P) + " Z";
 
     var peak = v.indexOf(max);
     var lastHour = state.eventTime === null ? null : floorHour(state.eventTime);
     function hourLabel(i) {
-      if (lastHour === null) return (23 - i) ? (23 - i) + " h before the latest hour" : "latest hour";
-      var start = lastHour - (23 - i) * HOUR_MS;
+      if (lastHour === null) return (last - i) ? (last - i) + " h before the latest hour" : "latest hour";
+      var start = lastHour - (last - i) * HOUR_MS;
       return fmtHM(start) + "\u2013" + fmtHM(start + HOUR_MS - 60000) + " UTC";
     }
-    var summary = "Stars per hour over the last 24 h for " + repo + ": peak " + fmtNum(max) +
-      (max > 0 ? " (" + hourLabel(peak) + ")" : "") + ", latest hour " + fmtNum(v[23]);
+    var summary = "Stars per hour over the last " + cfg.hours + " h for " + repo + ": peak " + fmtNum(max) +
+      (max > 0 ? " (" + hourLabel(peak) + ")" : "") + ", latest hour " + fmtNum(v[last]);
 
     var s = svgEl("svg", { viewBox: "0 0 " + W + " " + H, "class": "spark", role: "img",
                            preserveAspectRatio: "none", "aria-label": summary });
@@ -140,9 +145,9 @@
     s.appendChild(svgEl("path", { d: area, "class": "spark-area" }));
     s.appendChild(svgEl("path", { d: line, "class": "spark-line" }));
     // the latest hour as a dot: a zero-length round-capped stroke stays round when the chart stretches
-    s.appendChild(svgEl("path", { d: "M" + x(23).toFixed(1) + " " + y(v[23]).toFixed(1) + " l0.01 0", "class": "spark-dot" }));
+    s.appendChild(svgEl("path", { d: "M" + x(last).toFixed(1) + " " + y(v[last]).toFixed(1) + " l0.01 0", "class": "spark-dot" }));
     // one invisible column per hour, each with its own tooltip
-    var colW = (W - 2 * P) / 23;
+    var colW = (W - 2 * P) / last;
     v.forEach(function (n, i) {
       var r = svgEl("rect", { x: Math.max(0, x(i) - colW / 2), y: 0, width: colW, height: H, "class": "spark-hit" });
       var tt = svgEl("title", {}); tt.textContent = hourLabel(i) + ": " + fmtNum(n) + (n === 1 ? " star" : " stars");
@@ -228,7 +233,7 @@
       else if (before < rank) move = ["down", "\u25BC" + (rank - before)];
       if (move) {
         var badge = el("span", "move move-" + move[0], move[1]);
-        badge.title = move[0] === "new" ? "new in the top 10" : "was #" + before;
+        badge.title = move[0] === "new" ? "new in the top " + cfg.topN : "was #" + before;
         rankCell.appendChild(badge);
         if (move[0] !== "down") li.classList.add("changed");   // flash risers and newcomers only
       }
@@ -236,7 +241,7 @@
     li.appendChild(rankCell);
     li.appendChild(repoCell(repo));
 
-    var events = Array.isArray(ld.recent_events) ? ld.recent_events.slice(0, 3) : [];
+    var events = Array.isArray(ld.recent_events) ? ld.recent_events.slice(0, cfg.recentEvents) : [];
     var list = el("ul", "events");
     events.forEach(function (ev) { if (ev && typeof ev === "object") list.appendChild(eventItem(ev)); });
     if (!list.childNodes.length) list.appendChild(el("li", "event event-none", "No forks or pull requests in the window yet."));
@@ -248,7 +253,7 @@
 
     var stars = el("div", "stars");
     stars.appendChild(el("span", "stars-count", fmtNum(ld.stars)));
-    stars.appendChild(el("span", "stars-unit", "\u2605 in 24 h"));
+    stars.appendChild(el("span", "stars-unit", "\u2605 in " + cfg.hours + " h"));
     li.appendChild(stars);
     return li;
   }
@@ -259,7 +264,7 @@
     if (!data || typeof data !== "object") return;
     var leaders = Array.isArray(data.leaders) ? data.leaders.filter(function (l) {
       return l && typeof l === "object" && typeof l.repo === "string";
-    }).slice(0, 10) : [];
+    }).slice(0, cfg.topN) : [];
     state.eventTime = parseTime(data.event_time);
     state.leaders = leaders;
     renderClock();

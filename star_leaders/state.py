@@ -1,0 +1,215 @@
+"""The state of the `annotate repos` step: one `RepoMetadata` per partition of repositories
+(`RepoPartitioner`: crc32 of the name), sliding a WINDOW_HOURS window of stars and keeping each
+partition's top TOP_N, which it emits as a `stack_contract.Leaderboard`."""
+import heapq
+import time
+import zlib
+
+from stack_contract import Fork, Leader, Leaderboard, PullRequest
+
+from . import config
+
+MS_PER_HOUR = 3_600_000
+_WATCH, _FORK, _PULL = config.WATCH_EVENT, config.FORK_EVENT, config.PULL_REQUEST_EVENT
+
+
+def partition_of(repo):
+    """A repository's partition key: stable across processes (Python's hash() is salted)."""
+    return zlib.crc32(repo.encode("utf-8", "surrogatepass")) % config.PARTITION_COUNT
+
+
+class RepoPartitioner:
+    def partition(self, data):
+        return partition_of(data.repo)
+
+
+class RepoMetadata:
+    """One partition's repositories over the window of the last WINDOW_HOURS hours.
+
+    The window is the WINDOW_HOURS absolute hours (epoch seconds // 3600) ending at the hour of the
+    stream's event time, as far as this partition knows it (its records' created_at and the runtime's
+    `on_event_time` calls).  Only plain dicts, lists, sets and tuples: it pickles small and fast.
+    """
+    __slots__ = ("partition", "now_ms", "hour", "stars", "hourly", "seen", "recent", "leaders",
+                 "emitted", "late_stars", "late_events", "duplicates")
+
+    def __init__(self):
+        self.partition = None   # this state's partition key (learnt from its first record)
+        self.now_ms = None      # event time (ms): the newest this partition has heard of
+        self.hour = None        # now_ms // MS_PER_HOUR: the window's last hour
+        self.stars = {}         # repo -> stars in the window (only repos with stars)
+        self.hourly = {}        # hour -> {repo -> stars in that hour}
+        self.seen = {}          # hour -> {ids of the stars counted in that hour}
+        self.recent = {}        # repo -> [(created_at, id, event dict)], newest first, in the window
+        self.leaders = []       # the top TOP_N repos by (stars desc, repo asc); all have stars
+        self.emitted = False    # has this partition emitted a leaderboard yet?
+        self.late_stars = 0     # stars older than the window when they arrived (dropped)
+        self.late_events = 0    # forks / pull requests older than the window (dropped)
+        self.duplicates = 0     # repeated stars / forks / pull requests (same id; dropped)
+
+    def __getstate__(self):
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, state):
+        for slot, value in zip(self.__slots__, state):
+            setattr(self, slot, value)
+
+    # ---- the two ways in: a record, and event time moving on
+
+    def update(self, event):
+        """Apply one RepoEvent; returns (leaderboard or None, state changed)."""
+        if self.partition is None:
+            self.partition = partition_of(event.repo)
+        slid = self.advance(event.created_at * 1000)
+        hour = event.created_at // 3600
+        if hour <= self.hour - config.WINDOW_HOURS:
+            if event.type == _WATCH:
+                self.late_stars += 1
+            else:
+                self.late_events += 1
+            moved = False
+        elif event.type == _WATCH:
+            moved = self._star(event, hour)
+        else:
+            moved = self._remember(event)
+        if (slid or moved) and self._shows():
+            return self.leaderboard(), True
+        return None, True
+
+    def on_event_time(self, event_time_ms):
+        """The stream's event time reached `event_time_ms`: slide the window when the hour changed."""
+        if self.hour is not None and event_time_ms // MS_PER_HOUR <= self.hour:
+            # Same hour: only the window_end shown next moves on.  Not worth a checkpoint, so the
+            # state is reported unchanged (after a restore, window_end may be a few seconds older).
+            if event_time_ms > self.now_ms:
+                self.now_ms = event_time_ms
+            return None, False
+        self.advance(event_time_ms)
+        if self._shows():
+            return self.leaderboard(), True
+        return None, True
+
+    def advance(self, ms):
+        """Move this partition's event time to `ms` if newer; returns True when the window slid."""
+        if self.now_ms is not None and ms <= self.now_ms:
+            return False
+        self.now_ms = ms
+        hour = ms // MS_PER_HOUR
+        if self.hour is not None and hour <= self.hour:
+            return False
+        self.hour = hour
+        self._expire(hour - config.WINDOW_HOURS + 1)
+        self.leaders = heapq.nsmallest(config.TOP_N, self.stars, key=self._rank)
+        return True
+
+    # ---- stars, forks and pull requests
+
+    def _star(self, event, hour):
+        """Count a star once; returns True when the top TOP_N changed."""
+        eid = event.id
+        for ids in self.seen.values():
+            if eid in ids:
+                self.duplicates += 1
+                return False
+        ids = self.seen.get(hour)
+        if ids is None:
+            ids = self.seen[hour] = set()
+        ids.add(eid)
+        repo = event.repo
+        bucket = self.hourly.get(hour)
+        if bucket is None:
+            bucket = self.hourly[hour] = {}
+        bucket[repo] = bucket.get(repo, 0) + 1
+        stars = self.stars[repo] = self.stars.get(repo, 0) + 1
+
+        # Only this repo's count went up, so the top TOP_N changes only if it is in it or enters it.
+        leaders = self.leaders
+        if repo not in leaders:
+            if len(leaders) >= config.TOP_N:
+                last = leaders[-1]
+                if (-stars, repo) >= (-self.stars[last], last):
+                    return False
+                leaders.pop()
+            leaders.append(repo)
+        leaders.sort(key=self._rank)
+        return True
+
+    def _remember(self, event):
+        """Keep the RECENT_EVENTS newest forks / pull requests of a repo (newest = greatest
+        (created_at, id)); returns True when a leader's recent events changed."""
+        repo = event.repo
+        events = self.recent.get(repo)
+        if events is None:
+            events = self.recent[repo] = []
+        key = (event.created_at, event.id)
+        pos = len(events)
+        for i, (created_at, eid, _) in enumerate(events):
+            if eid == event.id:
+                self.duplicates += 1
+                return False
+            if pos == len(events) and (created_at, eid) < key:
+                pos = i
+        if pos >= config.RECENT_EVENTS:
+            return False
+        shown: Fork | PullRequest
+        if event.type == _FORK:
+            shown = {"type": _FORK, "actor": event.actor, "created_at": iso(event.created_at),
+                     "url": event.url, "name": event.name}
+        else:
+            shown = {"type": _PULL, "actor": event.actor, "created_at": iso(event.created_at),
+                     "url": event.url, "title": event.title, "number": event.number,
+                     "action": event.action}
+        events.insert(pos, (event.created_at, event.id, shown))
+        del events[config.RECENT_EVENTS:]
+        return repo in self.leaders
+
+    def _expire(self, start):
+        """Forget everything before hour `start`, and repos with nothing left in the window."""
+        for hour in [h for h in self.hourly if h < start]:
+            for repo, n in self.hourly.pop(hour).items():
+                left = self.stars[repo] - n
+                if left:
+                    self.stars[repo] = left
+                else:
+                    del self.stars[repo]
+        for hour in [h for h in self.seen if h < start]:
+            del self.seen[hour]
+        oldest = start * 3600
+        for repo, events in list(self.recent.items()):
+            if events[-1][0] < oldest:
+                kept = [e for e in events if e[0] >= oldest]
+                if kept:
+                    self.recent[repo] = kept
+                else:
+                    del self.recent[repo]
+
+    def _rank(self, repo):
+        return -self.stars[repo], repo
+
+    # ---- what the partition shows
+
+    def _shows(self):
+        """Emit when there are leaders, or to say that the leaders this partition showed are gone."""
+        return self.partition is not None and (bool(self.leaders) or self.emitted)
+
+    def leaderboard(self) -> Leaderboard:
+        """This partition's leaderboard: fresh dicts and lists, sharing nothing mutable with the state."""
+        self.emitted = True
+        first = self.hour - config.WINDOW_HOURS + 1
+        buckets = [self.hourly.get(h) for h in range(first, self.hour + 1)]
+        leaders: list[Leader] = []
+        for repo in self.leaders:
+            leaders.append({
+                "repo": repo,
+                "stars": self.stars[repo],
+                "hourly": [b.get(repo, 0) if b else 0 for b in buckets],
+                "recent_events": [dict(shown) for _, _, shown in self.recent.get(repo, ())],
+            })
+        return {"partition": self.partition, "window_end": iso(self.now_ms // 1000), "leaders": leaders}
+
+
+def iso(seconds):
+    """Seconds since the epoch -> "YYYY-MM-DDTHH:MM:SSZ"."""
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")
