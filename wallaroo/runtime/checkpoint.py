@@ -23,18 +23,14 @@ class TransactionAborted(Exception):
     """The open transaction was aborted: in-memory progress since the last checkpoint is void."""
 
 
-class WorkerFenced(RuntimeError):
-    """Another live worker uses this worker's transactional id (the same --name): this one must stop."""
+class ClientsBroken(Exception):
+    """A Kafka client can no longer be trusted: a transaction call did not return by its deadline, the
+    producer is fatal or fenced, or the consumer cannot read its group's offsets. The worker replaces
+    its consumer and producer (see Worker._reconnect)."""
 
-
-class ProducerStuck(Exception):
-    """A transaction call did not return by its deadline."""
-
-
-# A producer fenced by a newer epoch is replaced (the coordinator bumps the epoch when a transaction
-# outlives transaction.timeout.ms, e.g. across a broker restart). Fenced again this soon means another
-# live worker has our transactional id: replacing again would only fence it back.
-FENCED_TWICE_WINDOW_S = 60.0
+    def __init__(self, why, fenced=False):
+        super().__init__(why)
+        self.fenced = fenced
 
 
 class Transactions:
@@ -42,83 +38,65 @@ class Transactions:
 
     librdkafka's own timeouts are not a guarantee: send_offsets_to_transaction has been seen blocking for
     minutes after a broker restart (librdkafka #5456, #5511). So every call runs on a helper thread and
-    is waited for at most `timeout_s` plus a margin; a call that does not return, or a producer in a
-    fatal state, is abandoned: a new producer with the same transactional id is initialised, which
-    fences the old one and settles its open transaction, and the caller rewinds to the last checkpoint.
+    is waited for at most `timeout_s` plus a margin. Kafka refusing a commit aborts the transaction
+    (TransactionAborted: the caller rewinds); a call that does not return, a producer in a fatal or
+    fenced state, or an abort that fails raise ClientsBroken: the worker abandons this producer and
+    makes a new one with the same transactional id, which fences the old and settles its transaction.
     """
 
-    def __init__(self, make_producer, consumer, timeout_s=10.0, margin_s=5.0, stopping=lambda: False):
-        """`make_producer()` returns a new transactional Producer; `stopping()` ends retries."""
-        self.make_producer = make_producer
+    def __init__(self, producer, consumer, timeout_s=10.0, margin_s=5.0, stopping=lambda: False):
+        self.producer = producer
         self.consumer = consumer
         self.timeout_s = timeout_s
         self.deadline_s = timeout_s + margin_s
         self.stopping = stopping
         self.open = False
         self.commits = 0
-        self.recreated = 0
-        self.last_fenced = None
-        self.producer = None
-        self._calls = None
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transactions")
 
-    # --- lifecycle ------------------------------------------------------------------------------
     def init(self):
-        """Create the producer and register its transactional id, retrying while Kafka is away."""
+        """Register the transactional id (fencing any older producer with it), retrying while Kafka is
+        away; ClientsBroken if this producer cannot do it."""
         attempt = 0
         while True:
-            if self.producer is None:
-                self.producer = self.make_producer()
-                self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transactions")
             try:
                 self._bounded("init_transactions", self.producer.init_transactions, self.timeout_s)
-                self.open = False
                 return
-            except (KafkaException, ProducerStuck) as e:
+            except KafkaException as e:
+                if is_fatal(e):
+                    raise ClientsBroken(f"init_transactions: {e}", fenced=is_fenced(e.args[0])) from e
                 if self.stopping():
                     raise
                 attempt += 1
                 log.warning("init_transactions failed (%s); retrying", e)
-                if isinstance(e, ProducerStuck) or is_fatal(e):
-                    self._abandon()        # this producer is done for: the next try makes a new one
                 time.sleep(min(0.5 * attempt, 5.0))
-
-    def _abandon(self):
-        self.open = False
-        if self._calls is not None:
-            self._calls.shutdown(wait=False)   # a stuck call keeps its thread; we do not wait for it
-        self._calls = None
-        self.producer = None
-
-    def _replace(self, why):
-        """Abandon the current producer (it may be stuck in a call) and start a new one."""
-        log.warning("replacing the transactional producer: %s", why)
-        self.recreated += 1
-        self._abandon()
-        self.init()
 
     def _bounded(self, what, fn, *args):
         future = self._calls.submit(fn, *args)
         try:
             return future.result(self.deadline_s)
         except FutureTimeout:
-            raise ProducerStuck(f"{what} did not return within {self.deadline_s:.0f} s") from None
+            self.abandon()
+            raise ClientsBroken(f"{what} did not return within {self.deadline_s:.0f} s") from None
 
-    # --- transactions ---------------------------------------------------------------------------
+    def abandon(self):
+        """Give up on this producer without waiting for it (a stuck call keeps its thread)."""
+        self.open = False
+        self._calls.shutdown(wait=False)
+
     def begin(self):
         if not self.open:
             try:
                 self.producer.begin_transaction()
-            except KafkaException as e:      # the producer is in an error state: replace it
-                self._replace(f"begin_transaction: {e}")
-                self.producer.begin_transaction()
+            except KafkaException as e:      # the producer is in an error state
+                raise ClientsBroken(f"begin_transaction: {e}", fenced=is_fenced(e.args[0])) from e
             self.open = True
 
     def commit(self, offsets: dict):
         """Commit the open transaction with `offsets` {(topic, partition): next offset}.
 
-        Raises TransactionAborted when the commit did not happen: Kafka refused it (e.g. a rebalance
-        fenced us), or it could not be completed and the transaction was aborted or the producer
-        replaced. Raises WorkerFenced when another live worker took our transactional id."""
+        TransactionAborted when Kafka refused the commit and the transaction was aborted (e.g. a
+        rebalance fenced this member); ClientsBroken when the producer must be replaced."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         attempt = 0
         while True:
@@ -130,34 +108,17 @@ class Transactions:
                 self.open = False
                 self.commits += 1
                 return
-            except ProducerStuck as e:
-                self._replace(str(e))
-                raise TransactionAborted(str(e)) from e
             except KafkaException as e:
                 err = e.args[0]
-                if err.txn_requires_abort():
-                    log.warning("checkpoint refused (%s); aborting and rewinding to the last checkpoint", err)
-                    self.abort()
-                    raise TransactionAborted(str(err)) from e
-                if err.retriable() and attempt < 5:
+                if err.fatal() or is_fenced(err):
+                    raise ClientsBroken(f"checkpoint: {err}", fenced=is_fenced(err)) from e
+                if err.retriable() and not err.txn_requires_abort() and attempt < 5:
                     attempt += 1
                     time.sleep(0.2 * attempt)
                     continue
-                self._give_up(err)
+                log.warning("checkpoint refused (%s); aborting and rewinding to the last checkpoint", err)
+                self.abort()
                 raise TransactionAborted(str(err)) from e
-
-    def _give_up(self, err):
-        if is_fenced(err):
-            now = time.monotonic()
-            if self.last_fenced is not None and now - self.last_fenced < FENCED_TWICE_WINDOW_S:
-                raise WorkerFenced(f"fenced twice within {FENCED_TWICE_WINDOW_S:.0f} s ({err}): another "
-                                   f"worker runs with this worker's name")
-            self.last_fenced = now
-        if err.fatal() or is_fenced(err):
-            self._replace(str(err))
-        else:
-            log.warning("checkpoint failed (%s); aborting and rewinding to the last checkpoint", err)
-            self.abort()
 
     def abort(self):
         if not self.open:
@@ -165,18 +126,16 @@ class Transactions:
         try:
             self._bounded("abort_transaction", self.producer.abort_transaction, self.timeout_s)
             self.open = False
-        except (KafkaException, ProducerStuck) as e:
-            self._replace(f"abort_transaction: {e}")
+        except KafkaException as e:
+            raise ClientsBroken(f"abort_transaction: {e}", fenced=is_fenced(e.args[0])) from e
 
     def close(self, timeout_s=10.0):
         """Abort what is open and send what is queued."""
         try:
             self.abort()
-            if self.producer is not None:
-                self.producer.flush(timeout_s)
+            self.producer.flush(timeout_s)
         finally:
-            if self._calls is not None:
-                self._calls.shutdown(wait=False)
+            self._calls.shutdown(wait=False)
 
 
 class Checkpointer:
@@ -246,8 +205,12 @@ class Checkpointer:
         assignment = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in exclude]
         self.task.drop_state()
         if assignment:
-            for tp in retrying("reading committed offsets", lambda: self.consumer.committed(assignment, timeout=10),
-                               self.transactions.stopping):
+            try:
+                committed = retrying("reading committed offsets", lambda: self.consumer.committed(assignment, timeout=10),
+                                     self.transactions.stopping, deadline_s=30.0)
+            except KafkaException as e:     # seen for minutes after a broker restart: a new consumer helps
+                raise ClientsBroken(f"reading committed offsets: {e}") from e
+            for tp in committed:
                 if tp.offset >= 0:
                     self.consumer.seek(tp)
             self.restore([tp for tp in assignment if tp.topic in self.task.stores])

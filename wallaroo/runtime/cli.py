@@ -6,9 +6,8 @@ import os
 import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
-from .checkpoint import WorkerFenced
 from .topics import TopologyError
-from .worker import Worker, WorkerOptions
+from .worker import Worker, WorkerFenced, WorkerOptions
 
 # Wallaroo's own cluster flags: meaningless here (Kafka's consumer group does membership), accepted so
 # old launch scripts keep working. Flags listed as True take a value.
