@@ -63,4 +63,5 @@ bench: env kafka
 
 clean: stop
 	-$(KAFKA) clean
+	-if [ -d kafka/run-cluster ]; then KAFKA_NODES=3 KAFKA_RUN_DIR=kafka/run-cluster $(KAFKA) clean; fi
 	rm -rf -- "$(VENV)" .stack *.egg-info

@@ -17,7 +17,7 @@ libs="$here/libs"
 nodes="${KAFKA_NODES:-1}"
 marker=".created-by-kafka.sh"   # `clean` deletes a run dir outside the checkout only if it holds this
 
-case "$nodes" in ''|*[!0-9]*|0) echo "kafka: KAFKA_NODES must be a positive number, not '$nodes'" >&2; exit 2 ;; esac
+case "$nodes" in ''|*[!0-9]*|0*) echo "kafka: KAFKA_NODES must be a positive number, not '$nodes'" >&2; exit 2 ;; esac
 if [ "$nodes" = 1 ]; then
   run="${KAFKA_RUN_DIR:-$here/run}"
   rf=1
@@ -198,7 +198,7 @@ selection() { if [ -z "${1:-}" ]; then seq 1 "$nodes"; else echo "$1"; fi; }
 
 check_node_arg() {
   [ -z "${1:-}" ] && return
-  case "$1" in *[!0-9]*|0) echo "kafka: NODE must be a number from 1 to $nodes, not '$1'" >&2; exit 2 ;; esac
+  case "$1" in *[!0-9]*|0*) echo "kafka: NODE must be a number from 1 to $nodes, not '$1'" >&2; exit 2 ;; esac
   if [ "$1" -gt "$nodes" ]; then echo "kafka: no node $1: KAFKA_NODES=$nodes" >&2; exit 2; fi
 }
 
@@ -309,6 +309,13 @@ clean() {
   fi
   if [ -n "$refuse" ]; then
     echo "kafka: refusing to delete KAFKA_RUN_DIR=$run: $refuse; nothing deleted" >&2; exit 1
+  fi
+  local dir
+  if [ "$nodes" != 1 ]; then   # stop every node there, also of a cluster started with a larger KAFKA_NODES
+    for dir in "$real"/node*; do
+      dir=${dir##*/node}
+      case "$dir" in ''|*[!0-9]*|0*) ;; *) if [ "$dir" -gt "$nodes" ]; then nodes=$dir; fi ;; esac
+    done
   fi
   stop
   rm -rf -- "$real"

@@ -104,7 +104,7 @@ def test_cluster_stop_and_kill_of_one_node_check_its_pid_too(tmp_path, processes
     assert r.returncode == 0 and node3.wait(10) == -15, r.stderr
 
 
-@pytest.mark.parametrize("node", ["4", "0", "x"])
+@pytest.mark.parametrize("node", ["4", "0", "02", "x"])
 def test_a_node_number_outside_the_cluster_is_refused(tmp_path, processes, node):
     run = tmp_path / "cluster"
     broker = processes("kafka.Kafka", str(run / "node1" / "server.properties"))
@@ -185,13 +185,22 @@ def test_clean_inside_the_checkout_only_takes_broker_state(tmp_path):
     assert not old_run.exists() and (checkout / "README.md").exists()
 
 
-def test_clean_deletes_a_marked_run_dir_anywhere_and_follows_no_link(tmp_path):
+def test_clean_deletes_a_marked_run_dir_anywhere_and_follows_no_link(tmp_path, processes):
     run = tmp_path / "marked"
     (run / "node1" / "data").mkdir(parents=True)
     (run / MARKER).write_text("created by kafka/kafka.sh")
     r = script(run, "clean", nodes=3)
     assert r.returncode == 0, r.stderr
     assert not run.exists()
+
+    run.mkdir()   # a cluster started with more nodes than clean is told of: every one is stopped
+    (run / MARKER).write_text("created by kafka/kafka.sh")
+    brokers = [processes("kafka.Kafka", str(run / f"node{n}" / "server.properties")) for n in range(1, 6)]
+    for n, broker in enumerate(brokers, 1):
+        write_pidfile(run / f"node{n}", broker.pid)
+    r = script(run, "clean", nodes=3)
+    assert r.returncode == 0, r.stderr
+    assert [b.wait(10) for b in brokers] == [-15] * 5 and not run.exists()
 
     target = tmp_path / "unmarked"
     target.mkdir()
