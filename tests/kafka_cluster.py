@@ -52,7 +52,9 @@ class KafkaCluster:
         self.nodes = nodes
         self.base_port = base_port or free_port_block(2 * nodes)
         self.env = {**os.environ, "KAFKA_NODES": str(nodes), "KAFKA_RUN_DIR": str(self.run_dir),
-                    "KAFKA_CLUSTER_PORT": str(self.base_port), "KAFKA_START_TIMEOUT": str(start_timeout)}
+                    "KAFKA_CLUSTER_PORT": str(self.base_port), "KAFKA_START_TIMEOUT": str(start_timeout),
+                    # one node is kafka.sh's single-node mode, which listens on KAFKA_PORT
+                    "KAFKA_PORT": str(self.base_port), "KAFKA_CONTROLLER_PORT": str(self.base_port + 1)}
         self.start_timeout = start_timeout
 
     # --- addresses ---------------------------------------------------------------------------------
