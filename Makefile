@@ -1,6 +1,13 @@
 # One entry point for people and CI.  `make start` runs the whole stack; `make test` is what CI runs.
 SHELL := /bin/bash
 VENV ?= .venv
+# `make clean` deletes $(VENV): refuse a value that would take more than a virtualenv with it.
+ifneq ($(words $(VENV)),1)
+$(error VENV='$(VENV)' must be one path: not empty, no spaces)
+endif
+ifneq ($(filter $(abspath $(VENV)),/ $(abspath $(HOME)) $(CURDIR))$(filter $(abspath $(VENV))/%,$(CURDIR)/),)
+$(error VENV='$(VENV)' is /, your home, this checkout or a folder holding it: refusing)
+endif
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 KAFKA := kafka/kafka.sh
@@ -14,12 +21,13 @@ help:
 	@echo "make stop    stop it;  make tail  follow its logs;  make test  run the test suite"
 	@echo "make bench   measure the engine and a 2018 day end to end;  make bench-peers  beside Quix Streams"
 	@echo "make env     create $(VENV) and install;  make kafka / kafka-stop  the local broker;  make clean  remove all state"
+	@echo "KAFKA_NODES=3 make kafka   a local 3-node cluster instead (127.0.0.1:19092,19094,19096; kafka/kafka.sh status|stop|kill|start N)"
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	test -x "$(PY)" || python3 -m venv "$(VENV)"
+	"$(PY)" -m pip install -q --upgrade pip
+	"$(PY)" -m pip install -q -e '.[dev]'
+	touch "$(STAMP)"
 
 env: $(STAMP)
 
@@ -72,4 +80,5 @@ bench-peers: env kafka $(PEERS_STAMP)
 
 clean: stop
 	-$(KAFKA) clean
-	rm -rf $(VENV) $(PEERS_VENV) .stack *.egg-info
+	-if [ -d kafka/run-cluster ]; then KAFKA_NODES=3 KAFKA_RUN_DIR=kafka/run-cluster $(KAFKA) clean; fi
+	rm -rf -- "$(VENV)" "$(PEERS_VENV)" .stack *.egg-info

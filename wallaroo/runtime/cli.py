@@ -7,7 +7,7 @@ import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
 from .topics import TopologyError
-from .worker import Worker, WorkerOptions
+from .worker import Worker, WorkerFenced, WorkerOptions
 
 # Wallaroo's own cluster flags: meaningless here (Kafka's consumer group does membership), accepted so
 # old launch scripts keep working. Flags listed as True take a value.
@@ -38,6 +38,11 @@ def parser():
                    help="how soon the group notices a worker is gone (default %(default)s)")
     p.add_argument("--purge-interval-ms", type=int, default=defaults.purge_interval_ms,
                    help="how often consumed repartition records are deleted from Kafka (default %(default)s)")
+    p.add_argument("--replication-factor", type=int, default=defaults.replication_factor,
+                   help="replication factor of the topics the worker creates (internal topics, missing "
+                        "sinks); default: that of the source topic")
+    p.add_argument("--min-insync-replicas", type=int, default=defaults.min_insync_replicas,
+                   help="min.insync.replicas of those topics; default: the broker's")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
 
@@ -83,10 +88,11 @@ def main(argv=None):
         name=opts.name, application_id=opts.application_id,
         checkpoint_interval_ms=opts.checkpoint_interval_ms,
         transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
-        purge_interval_ms=opts.purge_interval_ms))
+        purge_interval_ms=opts.purge_interval_ms, replication_factor=opts.replication_factor,
+        min_insync_replicas=opts.min_insync_replicas))
     try:
         worker.run()
-    except TopologyError as e:
+    except (TopologyError, WorkerFenced) as e:
         sys.exit(f"machida: {e}")
     return 0
 

@@ -12,6 +12,9 @@ def producer_config(bootstrap, transactional_id, transaction_timeout_ms):
         "bootstrap.servers": bootstrap,
         # Names the worker across restarts: a restarted worker fences its previous incarnation.
         "transactional.id": transactional_id,
+        # Transactions imply idempotence and acks=all; said here so nobody lowers it: a record is
+        # committed only once every in-sync replica has it (min.insync.replicas decides how many).
+        "acks": "all",
         # How long a crashed worker's open transaction can hold back read_committed readers.
         "transaction.timeout.ms": transaction_timeout_ms,
         # Output is committed once per checkpoint anyway: batch it big and compress it cheaply.
