@@ -11,9 +11,9 @@ def frame(payload: bytes) -> bytes:
     return struct.pack(">I", len(payload)) + payload
 
 
-def send_framed(address, payloads, *, timeout_s=60.0, chunk=500, pause=None):
-    """Connect to `address` (retrying until a worker listens there) and send `payloads` framed, in chunks;
-    `pause` (a threading.Event) holds back the second half until it is set."""
+def send_framed(address, payloads, *, timeout_s=60.0, chunk=500, interval_s=0.0):
+    """Connect to `address` (retrying until a worker listens there) and send `payloads` framed, in chunks
+    `interval_s` apart; return once the worker has read them all (it closed its side)."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -25,9 +25,9 @@ def send_framed(address, payloads, *, timeout_s=60.0, chunk=500, pause=None):
             time.sleep(0.2)
     with sock:
         for i in range(0, len(payloads), chunk):
-            if pause is not None and i >= len(payloads) // 2 > i - chunk:
-                pause.wait(120)
             sock.sendall(b"".join(frame(p) for p in payloads[i:i + chunk]))
+            if interval_s:
+                time.sleep(interval_s)
         sock.shutdown(socket.SHUT_WR)
         # wait for the worker to close its side: everything sent has been read
         sock.settimeout(timeout_s)
