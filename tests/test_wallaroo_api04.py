@@ -292,9 +292,11 @@ def test_log_levels_and_max_produce_buffer_ms_reach_the_clients():
     assert edges.consumer_log_settings(app) == {"log_level": 3}
     assert edges.producer_log_settings(app) == {"log_level": 7, "debug": "conf,generic,broker,topic"}
     assert librdkafka_log_settings(["Warn", "Info"]) == {"log_level": 6}
-    producer = clients.producer_config("h:1", "t", 1000, edges.producer_linger_ms(app), edges.producer_log_settings(app))
+    producer = clients.producer_config("h:1", "t", 1000, edges.producer_linger_ms(app),
+                                       edges.producer_log_settings(app))
     assert producer["linger.ms"] == 7 and producer["log_level"] == 7
     # 0.4's default 0 ("no batching") keeps the engine's linger: outputs are visible at commit anyway
     assert edges.producer_linger_ms(_kafka_app("Warn", "Warn", 0)) == clients.DEFAULT_LINGER_MS
-    with pytest.raises(wallaroo.ApplicationError, match="source log_level 'Verbose' is not one of Fine, Info, Warn, Error"):
+    with pytest.raises(wallaroo.ApplicationError,
+                       match="source log_level 'Verbose' is not one of Fine, Info, Warn, Error"):
         _kafka_app("Verbose", "Warn", 0)

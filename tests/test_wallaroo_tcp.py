@@ -55,8 +55,8 @@ def test_word_count_over_tcp(kafka, topic_name, workers, receiver):
     for _ in range(400):            # words dressed with capitals and punctuation the split must remove
         chosen = [rnd.choice(vocabulary) for _ in range(rnd.randint(1, 6))]
         words.extend(chosen)
-        dressed = [rnd.choice(["", "(", '"']) + (w.upper() if rnd.random() < 0.3 else w) + rnd.choice(["", ",", "!", "."])
-                   for w in chosen]
+        dressed = [rnd.choice(["", "(", '"']) + (w.upper() if rnd.random() < 0.3 else w)
+                   + rnd.choice(["", ",", "!", "."]) for w in chosen]
         chunks.append(" ".join(dressed).encode())
     counts, expected = Counter(), []
     for w in words:
@@ -191,7 +191,8 @@ def test_market_spread_over_tcp(kafka, topic_name, workers, receiver):
     rnd = random.Random(11)
     wide = set(rnd.sample(market_spread.SYMBOLS, len(market_spread.SYMBOLS) // 2))
     quotes = [quote(s, 100.0, 100.5 if s in wide else 100.01) for s in market_spread.SYMBOLS]
-    orders = [order(1 + i % 2, 1000 + i % 7, str(i), rnd.choice(market_spread.SYMBOLS), 10 + i, 99.5) for i in range(400)]
+    orders = [order(1 + i % 2, 1000 + i % 7, str(i), rnd.choice(market_spread.SYMBOLS), 10 + i, 99.5)
+              for i in range(400)]
     orders_port, quotes_port = free_port(), free_port()
     app_id = topic_name("tcp-ms")
     start_tcp(workers, kafka, "market_spread", app_id, [orders_port, quotes_port], receiver.port)

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from . import decorators
 from .kafka import KafkaSinkConfig, KafkaSourceConfig, log_level_error
+from .runtime.topics import application_id
 from .tcp import TCPSinkConfig, TCPSourceConfig, address_error
 
 SOURCE_CONFIGS = (KafkaSourceConfig, TCPSourceConfig)
@@ -193,7 +194,6 @@ class ApplicationBuilder:
                 errors.extend(sink_errors)
                 sinks.append(sink)
             if isinstance(p.source, TCPSourceConfig) or any(isinstance(s, TCPSinkConfig) for s in p.sinks):
-                from .runtime.topics import application_id
                 other = tcp_names.setdefault(application_id(p.name), p.name)
                 if other != p.name or sum(1 for q in self._pipelines if q.name == p.name) > 1:
                     errors.append(f"{where}: another pipeline has the same name ({other!r}); a pipeline with a "
@@ -275,7 +275,8 @@ def _check_step(where, s, states):
         if not isinstance(s.state_class, type):
             return step, [f"{label}: state class {s.state_class!r} is not a class"]
         if s.partitioner is not None and not (hasattr(s.partitioner, "partition") or callable(s.partitioner)):
-            return step, [f"{label}: partitioner {s.partitioner!r} is neither @wallaroo.partition nor has .partition(data)"]
+            return step, [f"{label}: partitioner {s.partitioner!r} is neither @wallaroo.partition "
+                          f"nor has .partition(data)"]
         if s.partition_keys is not None and len(set(map(repr, s.partition_keys))) != len(s.partition_keys):
             return step, [f"{label}: partition_keys has duplicates"]
         if s.u64 and s.partition_keys is not None and not all(map(_is_u64, s.partition_keys)):

@@ -165,7 +165,8 @@ def encode(sink, data):
             raise TypeError(f"encoder returned a tuple of {len(out)}; expected (value, key) or (value, key, partition)")
     value = _as_bytes(out, "value")
     if len(value) > sink.max_message_size > 0:
-        raise ValueError(f"encoded output is {len(value)} bytes, over the sink's max_message_size {sink.max_message_size}")
+        raise ValueError(f"encoded output is {len(value)} bytes, over the sink's max_message_size "
+                         f"{sink.max_message_size}")
     if partition is not None:
         if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
             raise TypeError(f"encoder returned partition {partition!r}; expected None or an int >= 0")

@@ -67,7 +67,8 @@ class Bridges:
         """Create the internal topics and bind the listeners; False if `stop()` turned true first."""
         if not self.ingresses and self.forwarder is None:
             return True
-        wanted = {sink.topic: (1, dict(TOPIC_CONFIG)) for _name, sink in (self.forwarder.sinks if self.forwarder else [])}
+        sinks = self.forwarder.sinks if self.forwarder else []
+        wanted = {sink.topic: (1, dict(TOPIC_CONFIG)) for _name, sink in sinks}
         if self.ingresses:
             partitions = self._source_partitions(admin, stop)
             if partitions is None:
@@ -335,15 +336,16 @@ class Link:
             return True
         return False
 
-    def fail(self, why, offset=None):
-        """The connection is gone: what was not acknowledged is sent again on the next one."""
+    def fail(self, why, offset=None, quiet=False):
+        """The connection is gone (or never came): what was not acknowledged is sent again on the next one."""
         self.resend_from = self.pending[0][2] if self.pending else (offset if offset is not None else self.next_offset)
         self.pending.clear()
         self.close()
         self.paused = True
         self.retry_at = time.monotonic() + RECONNECT_BACKOFF_S
-        log.warning("tcp sink of pipeline %r: connection to %s:%s lost (%s); resending from offset %s", self.pipeline,
-                    self.sink.host, self.sink.port, why, self.resend_from)
+        if not quiet:
+            log.warning("tcp sink of pipeline %r: connection to %s:%s lost (%s); resending from offset %s",
+                        self.pipeline, self.sink.host, self.sink.port, why, self.resend_from)
 
     def close(self):
         if self.sock is not None:
@@ -409,7 +411,7 @@ class Forwarder:
         if link is None or link.paused:
             return                      # it comes again once the link resumes from its rewound position
         if link.sock is None and not link.connect():
-            link.fail("not connected", m.offset())
+            link.fail("not connected", m.offset(), quiet=True)     # connect() said why
             self.consumer.pause([TopicPartition(*link.tp)])
             return
         if link.send(m):
@@ -471,10 +473,12 @@ class Forwarder:
         for tp in partitions:
             name, sink = self.by_topic[tp.topic]
             self.links[(tp.topic, tp.partition)] = Link(name, sink, tp.partition)
-        log.info("tcp sink forwarder: sending %s", ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
+        log.info("tcp sink forwarder: sending %s",
+                 ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
     def _on_revoke(self, consumer, partitions):
-        self._give_up([self.links[(tp.topic, tp.partition)] for tp in partitions if (tp.topic, tp.partition) in self.links])
+        self._give_up([self.links[key] for key in ((tp.topic, tp.partition) for tp in partitions)
+                       if key in self.links])
 
     def _on_lost(self, consumer, partitions):
         for tp in partitions:
