@@ -24,8 +24,8 @@ class RecordCollector:
     def repartition(self, topic, partition, key, value, headers, ts):
         self.produce(topic, value, key, partition, ts, headers)
 
-    def sink(self, topic, value, key, ts):
-        self.produce(topic, value, key, None, ts, None)
+    def sink(self, topic, value, key, ts, partition=None):
+        self.produce(topic, value, key, partition, ts, None)
 
     def changelog(self, topic, partition, key, value):
         self.produce(topic, value, key, partition, None, None)

@@ -3,8 +3,8 @@ import logging
 import re
 import time
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 log = logging.getLogger("wallaroo.topics")
 
@@ -80,6 +80,7 @@ def ensure_topics(admin: AdminClient, wanted: dict, replication: int = 1):
             if all(_has_leaders(md, t) for t in wanted) or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
+        _wait_until_served(admin, md, [t.topic for t in missing], deadline)
     for t, (n, _cfg) in wanted.items():
         have = len(md.topics[t].partitions)
         if have != n:
@@ -93,6 +94,19 @@ def _has_leaders(md, topic):
     t = md.topics.get(topic)
     return t is not None and t.error is None and bool(t.partitions) and all(
         p.leader >= 0 for p in t.partitions.values())
+
+
+def _wait_until_served(admin, md, created, deadline):
+    """Metadata names a new partition's leader a moment before that broker serves it (it answers
+    NOT_LEADER meanwhile, e.g. to the state restore that follows at once): ask for offsets until it does."""
+    tps = [TopicPartition(t, p) for t in created if t in md.topics for p in md.topics[t].partitions]
+    while tps and time.monotonic() < deadline:
+        try:
+            for fut in admin.list_offsets({tp: OffsetSpec.latest() for tp in tps}, request_timeout=10).values():
+                fut.result(10)
+            return
+        except KafkaException:
+            time.sleep(0.2)
 
 
 # Timestamps are event times (a 2015 replay is "old"): time-based retention would delete records before

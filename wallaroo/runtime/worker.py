@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from . import clients, topics
+from . import clients, edges, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .serde import Serde
 from .state import restore
 from .task import Task
+from .tcp import Bridges
 
 log = logging.getLogger("wallaroo.worker")
 
@@ -57,10 +58,10 @@ class WorkerOptions:
 
 class Worker:
     def __init__(self, app, module=None, options: WorkerOptions | None = None):
-        self.app = app
         self.opts = options or WorkerOptions()
         self.app_id = self.opts.application_id or topics.application_id(app.name)
-        self.bootstrap = self.opts.bootstrap or app.pipelines[0].source.brokers
+        self.app = edges.bind(app, self.app_id)    # TCP sources and sinks name their internal topics
+        self.bootstrap = self.opts.bootstrap or edges.bootstrap_of(app)
         self.serde = Serde(module, app)
         self.running = True
         self.reconnects = 0
@@ -71,6 +72,9 @@ class Worker:
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
         self.admin = admin = AdminClient(clients.admin_config(self.bootstrap))
+        self.bridges = Bridges(self.app, self.app_id, self.bootstrap, self.opts.name, self.opts.session_timeout_ms)
+        if not self.bridges.prepare(admin, stop=lambda: not self.running):   # TCP topics; listeners bound
+            return False
         source_topics = sorted({p.source.topic for p in self.app.pipelines})
         sources = topics.wait_for_topics(admin, source_topics, stop=lambda: not self.running)
         if sources is None:
@@ -82,21 +86,28 @@ class Worker:
         state_names = [store.name for store in self.task.stores.values()]
         topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions, extra),
                              replication)
-        sinks = {p.sink.topic for p in self.app.pipelines}
+        sinks = [s for p in self.app.pipelines for s in p.sinks]
         existing = admin.list_topics(timeout=10).topics
-        missing = {t: (self.partitions, dict(topics.NO_TIME_RETENTION, **extra)) for t in sinks if t not in existing}
+        missing = {s.topic: (self.partitions, dict(topics.NO_TIME_RETENTION, **extra))
+                   for s in sinks if s.topic not in existing}
         if missing:
             topics.ensure_topics(admin, missing, replication)
+            existing = admin.list_topics(timeout=10).topics
+        for s in sinks:                 # an encoder's partition is checked against it
+            s.partitions = len(existing[s.topic].partitions)
         self._connect()
+        self.bridges.start()
         return True
 
     def _connect(self):
         """A new consumer in the group and a new transactional producer, and everything that uses them."""
         while True:
             consumer = Consumer(clients.consumer_config(
-                self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms))
+                self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms,
+                edges.consumer_log_settings(self.app)))
             producer = Producer(clients.producer_config(
-                self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms))
+                self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms,
+                edges.producer_linger_ms(self.app), edges.producer_log_settings(self.app)))
             transactions = Transactions(producer, consumer, stopping=lambda: not self.running)
             try:
                 transactions.init()
@@ -201,6 +212,7 @@ class Worker:
             self._next_consumer_warning = now + 1.0
 
     def _close(self):
+        self.bridges.stop()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
         except Exception as e:  # noqa: BLE001 - closing after a fatal error
