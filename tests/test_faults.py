@@ -8,7 +8,7 @@ import time
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import ARTIFACTS, Workers, create_topic, read_topic, wait_for
+from conftest import ARTIFACTS, Workers, create_topic, wait_for
 from kafka_cluster import KafkaCluster
 from test_wallaroo_kafka import FAST, assert_exactly_once, produce, word_lines
 

@@ -10,11 +10,10 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-from confluent_kafka import Producer
 
 from conftest import ROOT, create_topic, free_port, read_topic, wait_for
 from examples.wallaroo import alphabet, celsius, market_spread, reverse, word_count
-from tcp_peers import Receiver, frame, send_framed
+from tcp_peers import Receiver, send_framed
 from test_wallaroo_kafka import held_back_feeder, kill_9_mid_stream, produce
 from wallaroo.runtime import topics
 from wallaroo.testing import run_local
