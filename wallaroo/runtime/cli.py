@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
+from .serde import StateEncodingError
 from .topics import TopologyError
 from .worker import Worker, WorkerOptions
 
@@ -38,8 +39,36 @@ def parser():
                    help="how soon the group notices a worker is gone (default %(default)s)")
     p.add_argument("--purge-interval-ms", type=int, default=defaults.purge_interval_ms,
                    help="how often consumed repartition records are deleted from Kafka (default %(default)s)")
+    p.add_argument("--unsafe-pickle", action="store_true", default=defaults.unsafe_pickle,
+                   help="pickle state objects, and messages of an application without serialize/deserialize, "
+                        "on the internal topics. Anyone who can write to those topics then runs code in the "
+                        "worker: only for a broker whose topics only trusted parties can write. Default: data only")
+    p.add_argument("--max-event-time-skew", type=duration_ms, metavar="DURATION",
+                   default=defaults.max_event_time_skew_ms,
+                   help="a source record more than this ahead of its partition's stream time (or of the wall "
+                        "clock) is a dead letter and does not move event time; e.g. 6h, 90m, 0 for no bound "
+                        f"(default {defaults.max_event_time_skew_ms // 3_600_000}h)")
+    p.add_argument("--reset-event-time", action="store_true", default=defaults.reset_event_time,
+                   help="do not hold the first records of this start to the event time saved in the changelog: "
+                        "for input that deliberately jumps ahead (a newer period replayed into the same deployment)")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
+
+
+UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text):
+    """'6h', '90m', '30s', '500ms', '2d' or a number of milliseconds -> milliseconds."""
+    text = text.strip().lower()
+    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):] or "ms"
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if unit not in UNITS_MS or not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 6h, 90m, 30s, 500ms, 0)")
+    return int(value * UNITS_MS[unit])
 
 
 def strip_wallaroo_flags(argv):
@@ -83,10 +112,11 @@ def main(argv=None):
         name=opts.name, application_id=opts.application_id,
         checkpoint_interval_ms=opts.checkpoint_interval_ms,
         transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
-        purge_interval_ms=opts.purge_interval_ms))
+        purge_interval_ms=opts.purge_interval_ms, unsafe_pickle=opts.unsafe_pickle,
+        max_event_time_skew_ms=opts.max_event_time_skew, reset_event_time=opts.reset_event_time))
     try:
         worker.run()
-    except TopologyError as e:
+    except (TopologyError, StateEncodingError) as e:
         sys.exit(f"machida: {e}")
     return 0
 

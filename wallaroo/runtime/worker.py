@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from . import clients, topics
 from .checkpoint import Checkpointer, Transactions
 from .collector import RecordCollector
+from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from .serde import Serde
 from .state import restore
 from .task import Task
@@ -35,6 +36,12 @@ class WorkerOptions:
     stats_interval_s: float = 10.0
     purge_interval_ms: int = 30000        # how often consumed repartition records are deleted
     bootstrap: str | None = None          # default: the first pipeline's source brokers
+    # Trust (README "Trust and bad input"): pickle on internal topics only when asked for; how far
+    # ahead of its partition's stream time a source record may be (0: no bound); whether to ignore the
+    # event time restored from the changelog (after a deliberate jump of the input).
+    unsafe_pickle: bool = False
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
+    reset_event_time: bool = False
 
 
 class Worker:
@@ -43,7 +50,7 @@ class Worker:
         self.opts = options or WorkerOptions()
         self.app_id = self.opts.application_id or topics.application_id(app.name)
         self.bootstrap = self.opts.bootstrap or app.pipelines[0].source.brokers
-        self.serde = Serde(module, app)
+        self.serde = Serde(module, app, unsafe_pickle=self.opts.unsafe_pickle)
         self.running = True
 
     # --- set-up -------------------------------------------------------------------------------
@@ -61,7 +68,8 @@ class Worker:
         self.transactions = Transactions(self.producer, self.consumer)
         self.collector = RecordCollector(self.producer, self.transactions,
                                          topics.dead_letter_topic(self.app_id), self.opts.name)
-        self.task = Task(self.app, self.app_id, self.serde, self.partitions, self.collector, self.opts.name)
+        self.task = Task(self.app, self.app_id, self.serde, self.partitions, self.collector, self.opts.name,
+                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time)
         self.checkpointer = Checkpointer(self.task, self.collector, self.transactions, self.consumer,
                                          self._restore, self.opts.purge_interval_ms)
         state_names = [store.name for store in self.task.stores.values()]
