@@ -144,7 +144,8 @@ class StateStore:
                 table[kb] = self.codec.decode(blob)
                 saved[kb] = blob
             except Exception as e:  # noqa: BLE001 - anything in the record, or a from_data, may fail
-                self.tombstones.setdefault(partition, set()).add(kb)
+                if kb is not None:          # (a compacted topic refuses records without a key)
+                    self.tombstones.setdefault(partition, set()).add(kb)
                 skipped += 1
                 if skipped <= BAD_RECORDS_LOGGED:
                     log.error("state %r partition %d: skipped the changelog value of key %s (%d bytes): %s: %s; "

@@ -9,8 +9,7 @@ in-memory ones (anything with confluent-kafka's Message accessors), so both run 
 from . import topics
 from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, SourceClock, decode_watermark,
                          encode_watermark, record_time)
-from .routing import (STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes, key_from_bytes,
-                      parse_step_header, step_header)
+from .routing import STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes, parse_step_header, step_header
 from .state import StateStore
 from .steps import Executor, StepError, encode
 from ..context import set_event_time
@@ -28,9 +27,10 @@ class Task:
     `dead_letter(message, step, error)` and `hook_failed(state name, partition, StepError)` (an
     on_event_time that raised: there is no record to dead-letter).
 
-    Every record read from an internal topic is checked before it is used: a watermark must be one, a
-    repartition record must name a step, carry a well-formed key of its partition and a value within
-    MAX_MESSAGE_BYTES that deserializes; anything else is a dead letter. A source record whose
+    Every record read from an internal topic is checked before it is used: a watermark must be one; a
+    repartition record must name a step and hold a value within MAX_MESSAGE_BYTES that deserializes
+    into a message whose partition key is the record's key, of the partition it was read from; anything
+    else is a dead letter. A source record whose
     timestamp is too far ahead (SourceClock.admit) is a dead letter too. A state computation (or what
     follows it) that raises leaves its state object as it was before the message: the object is
     rebuilt from its value at the last checkpoint and the messages applied since (state
@@ -118,15 +118,26 @@ class Task:
             if value is None or len(value) > MAX_MESSAGE_BYTES:
                 raise LookupError("no value" if value is None else
                                   f"value of {len(value)} bytes, over the {MAX_MESSAGE_BYTES} a message may have")
-            self._check_key(ps, p, kb)
         except LookupError as e:
             self.dead_letter(m, "route", e)
             return
         try:
             data = self.serde.loads(value)
-            state = store.get(p, kb)
-        except Exception as e:  # noqa: BLE001 - deserialize (user code or the data codec)
+            own_key = key_bytes(ps.step.key_for(data))
+        except Exception as e:  # noqa: BLE001 - deserialize, the partitioner (user code) or the data codec
             self.dead_letter(m, "deserialize", e)
+            return
+        try:
+            # The message must belong to the record's key, and the key to this partition: a record
+            # cannot reach, or create, a state object its message does not route to.
+            if own_key != kb:
+                raise LookupError(f"the record's key {kb!r:.60} is not its message's partition key {own_key!r:.60}")
+            owner = self.routers[ps.id].partition_for(kb)
+            if owner != p:
+                raise LookupError(f"key {kb!r:.60} belongs to partition {owner}, not {p}")
+            state = store.get(p, kb)
+        except (LookupError, KeyError) as e:
+            self.dead_letter(m, "route", e)
             return
         store.record(p, kb, (ps, data, ts))
         try:
@@ -137,16 +148,6 @@ class Task:
             return
         if changed:
             store.changed(p, kb)
-
-    def _check_key(self, ps, p, kb):
-        """LookupError unless `kb` is a key the router makes, of partition `p`."""
-        try:
-            key_from_bytes(kb)
-            owner = self.routers[ps.id].partition_for(kb)
-        except (ValueError, KeyError) as e:
-            raise LookupError(f"bad partition key: {e}") from None
-        if owner != p:
-            raise LookupError(f"key {kb[:40]!r} belongs to partition {owner}, not {p}")
 
     def _rebuild(self, store, p, kb):
         """The last operation on `kb`'s object raised: make the object what it was before it, from its
