@@ -118,6 +118,11 @@ def test_kafka_output_equals_local_runner(kafka, topic_name, workers):
     for r in local.outputs:
         local_by_key[r.key].append(r.value)
     assert by_key == local_by_key
+    # the worker's changelog, read back with the runtime's codec, holds the state run_local ends with
+    local_counts = {}
+    for state in local.states["word counts"].values():
+        local_counts.update(state.counts)
+    wait_for(lambda: changelog_states(kafka, app_id) == local_counts, 30, "the changelog to hold the local state")
     # consumed repartition records are deleted from Kafka (purged up to the committed offsets)
     from confluent_kafka import Consumer, TopicPartition
     probe = Consumer({"bootstrap.servers": kafka, "group.id": app_id})

@@ -74,7 +74,8 @@ def test_data_codec_keeps_types():
     value = {"tuple": (1, ("nested", b"\x00bytes")), "set": {1, 2}, "frozen": frozenset({"a"}),
              (1, "tuple key"): [None, 1.5, True, -7], 3: {frozenset({1}): "frozenset key"}, b"k": "bytes key",
              "big": 2 ** 80, "negative big": -(2 ** 70), "counter": collections.Counter("aab"),
-             "defaultdict": collections.defaultdict(list, {1: [2]}), "empty": ((), set(), {}, [])}
+             "defaultdict": collections.defaultdict(list, {1: [2]}), "empty": ((), set(), {}, []),
+             "lone surrogate \ud83d": ["o/\ud83d", ("\udc00",)]}
     back = DATA.decode(DATA.encode(value))
     assert same_data(back, value)
     # key bytes are canonical: a frozenset key gives the same bytes whatever its iteration order

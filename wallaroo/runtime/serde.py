@@ -11,7 +11,7 @@ then anyone who can write to a changelog or repartition topic runs code in the w
 The data codec is MessagePack (msgspec) with extension types for what MessagePack lacks, so values
 come back with the types they had: tuples, sets, frozensets, dicts with keys that are not strings or
 numbers, `collections.defaultdict` (with a built-in factory), `collections.Counter`, integers beyond
-64 bits. Anything else (an instance of an application class, a function) is not data and is refused,
+64 bits, strings with lone surrogates. Anything else (an instance of an application class, a function) is not data and is refused,
 naming where it is.
 
 Wallaroo looked for `serialize`/`deserialize` in the application module. An application built from
@@ -27,7 +27,7 @@ from msgspec import DecodeError
 from msgspec.msgpack import Decoder, Encoder, Ext
 
 # Extension type codes of the data codec.
-_TUPLE, _SET, _FROZENSET, _DICT, _BIGINT, _DEFAULTDICT, _COUNTER = range(1, 8)
+_TUPLE, _SET, _FROZENSET, _DICT, _BIGINT, _DEFAULTDICT, _COUNTER, _SURROGATES = range(1, 9)
 # defaultdict factories that are data (by name): anything else would be a callable from the record.
 _FACTORIES = {f.__name__: f for f in (int, float, str, bytes, bool, list, dict, set, tuple)}
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
@@ -65,8 +65,8 @@ class DataCodec:
             return self._encode(self._data(value, canonical))
         except _Unsupported:
             pass
-        except OverflowError:   # an int beyond 64 bits somewhere: the careful walk makes it an extension
-            pass
+        except (OverflowError, UnicodeEncodeError):   # an int beyond 64 bits, a str with a lone surrogate:
+            pass                                      # the careful walk makes them extensions
         return self._encode(self._careful(value, "", canonical))
 
     def _data(self, x, canonical):
@@ -101,6 +101,12 @@ class DataCodec:
         t = type(x)
         if t is int:
             return x if -(1 << 63) <= x < (1 << 64) else Ext(_BIGINT, str(x).encode())
+        if t is str:
+            try:
+                x.encode("utf-8")
+                return x
+            except UnicodeEncodeError:   # lone surrogates (JSON allows them): not UTF-8, still text
+                return Ext(_SURROGATES, x.encode("utf-8", "surrogatepass"))
         if t in _SCALARS:
             return x
         if t is list:
@@ -154,6 +160,8 @@ class DataCodec:
             return collections.defaultdict(None if name is None else _FACTORIES[name], dict(pairs))
         if code == _BIGINT:
             return int(bytes(body))
+        if code == _SURROGATES:
+            return bytes(body).decode("utf-8", "surrogatepass")
         raise ValueError(f"unknown extension type {code}")
 
 
@@ -235,12 +243,12 @@ class StateCodec:
             except NotData:
                 where, value_type = self._culprit(attrs)
         raise StateEncodingError(
-                f"state {self.state_name!r}: cannot save a {name} to its changelog: {where} is a {value_type}, "
-                f"which is not plain data (str, numbers, bytes, None, lists, tuples, dicts, sets). Keep plain "
-                f"data in state objects, or give {name} a to_data() method returning plain data and a "
-                f"from_data(data) classmethod rebuilding the object, or run the worker with --unsafe-pickle "
-                f"(run_local(..., unsafe_pickle=True)), which lets anyone who can write to the changelog "
-                f"topic run code in the worker") from None
+            f"state {self.state_name!r}: cannot save a {name} to its changelog: {where} is a {value_type}, "
+            f"which is not plain data (str, numbers, bytes, None, lists, tuples, dicts, sets). Keep plain "
+            f"data in state objects, or give {name} a to_data() method returning plain data and a "
+            f"from_data(data) classmethod rebuilding the object, or run the worker with --unsafe-pickle "
+            f"(run_local(..., unsafe_pickle=True)), which lets anyone who can write to the changelog "
+            f"topic run code in the worker")
 
     @staticmethod
     def _culprit(attrs):
