@@ -18,6 +18,7 @@ The pipeline, as in the Wallaroo blog post that introduced it (`add_star_leaders
 * `encoder` writes the leaderboard as JSON, keyed by partition id; the dashboard keeps the newest
   record per partition and merges them into the global top 10.
 """
+import msgspec
 import orjson
 
 import wallaroo
@@ -82,9 +83,36 @@ def serialize(message):
 
 
 def deserialize(data):
+    """The inverse of `serialize`, for records anyone who can write to the repartition topic may have
+    written: a RepoEvent comes back only with the types and the length limits `filter_interesting_events`
+    gives it (config.py), else this raises and the engine dead-letters the record.  Checked here, before
+    the state sees it: a title of 40 KB would otherwise be copied into every leaderboard its repository
+    appears in (hundreds a second: that is how one such record grew a worker by 150 MB)."""
     tag, body = data[:1], memoryview(data)[1:]
     if tag == b"E":
-        return RepoEvent(*orjson.loads(body))
+        return _checked(_REPO_EVENT.decode(body))
     if tag == b"J":
         return orjson.loads(body)
     raise ValueError(f"not a star_leaders message (tag {tag!r})")
+
+
+_REPO_EVENT = msgspec.json.Decoder(RepoEvent)      # checks each field's type (strict: no "1" for 1)
+# The longest each text field may be (what the filter makes), and the range of the integers.
+_LIMITS = {"id": config.ID_MAX_LENGTH, "repo": config.REPO_NAME_MAX_LENGTH, "actor": config.ACTOR_MAX_LENGTH,
+           "url": config.URL_MAX_LENGTH, "title": config.TITLE_MAX_LENGTH, "action": config.ACTION_MAX_LENGTH,
+           "name": config.FORK_NAME_MAX_LENGTH}
+_MAX_INT = 1 << 53
+
+
+def _checked(event):
+    if event.type not in config.INTERESTING_TYPES:
+        raise ValueError(f"event type {event.type[:40]!r} is not one the state counts")
+    for field, limit in _LIMITS.items():
+        value = getattr(event, field)
+        if value is not None and not 0 < len(value) <= limit:
+            raise ValueError(f"{field} of {len(value)} characters (at most {limit})")
+    if event.id is None or event.repo is None:
+        raise ValueError("an event needs an id and a repo")
+    if not 0 <= event.created_at < _MAX_INT // 1000 or (event.number is not None and not 0 <= event.number < _MAX_INT):
+        raise ValueError("created_at or number out of range")
+    return event

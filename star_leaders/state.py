@@ -28,7 +28,9 @@ class RepoMetadata:
 
     The window is the WINDOW_HOURS absolute hours (epoch seconds // 3600) ending at the hour of the
     stream's event time, as far as this partition knows it (its records' created_at and the runtime's
-    `on_event_time` calls).  Only plain dicts, lists, sets and tuples: it pickles small and fast.
+    `on_event_time` calls).  Only plain dicts, lists, sets and tuples, so the engine saves it to its
+    changelog as data (its attributes; tests check the round trip is exact) and, where pickle is
+    opted into, it pickles small and fast (`__getstate__`).
     """
     __slots__ = ("partition", "now_ms", "hour", "stars", "hourly", "seen", "recent", "leaders",
                  "emitted", "late_stars", "late_events", "duplicates")

@@ -120,6 +120,9 @@ def test_local_runner_messages_cross_state_step_serialized():
     ab, src, sink = _builder()
     ab.new_pipeline("p", src).to(wrap).to_stateful(wordcount.count_word, wordcount.WordCounts, "s").to_sink(sink)
     result = run_local(ab.build(), [b"x"])
+    assert result.values == [] and "is not plain data" in result.dead_letters[0].error
+    assert "Unpicklable" in result.dead_letters[0].error
+    result = run_local(ab.build(), [b"x"], unsafe_pickle=True)
     assert result.values == [] and "cannot pickle me" in result.dead_letters[0].error
 
 

@@ -6,7 +6,7 @@
 
 The records go through the runtime's task (`wallaroo/runtime/task.py`), as on a Kafka worker: the same
 step executor, key router, state store, serialization across the state step (the module's
-serialize/deserialize, pickle by default, so unpicklable messages fail here too), dead letters naming
+serialize/deserialize, else the data codec, so messages that are not data fail here too), dead letters naming
 the failing step, and event time that reaches state partitions through watermarks at checkpoint
 boundaries. Only the transport is in memory. The project's own engine tests run on the real broker.
 """
@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 from .builder import Application, ApplicationBuilder
 from .runtime import topics
-from .runtime.routing import key_from_bytes
-from .runtime.serde import Serde, load_state
+from .runtime.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
+from .runtime.routing import EVENT_TIME_KEY, key_from_bytes
+from .runtime.serde import Serde
+from .runtime.state import StoredRecord
 from .runtime.task import Task
 from .runtime.edges import bind
 
@@ -61,34 +63,8 @@ class LocalResult:
         return [r.value for r in self.outputs]
 
 
-class LocalMessage:
-    """An in-memory record with the accessors of confluent-kafka's Message that the task uses."""
-    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts")
-
-    def __init__(self, topic, partition, offset, key, value, headers=None, ts=None):
-        self._topic, self._partition, self._offset = topic, partition, offset
-        self._key, self._value, self._headers, self._ts = key, value, headers, ts
-
-    def topic(self):
-        return self._topic
-
-    def partition(self):
-        return self._partition
-
-    def offset(self):
-        return self._offset
-
-    def key(self):
-        return self._key
-
-    def value(self):
-        return self._value
-
-    def headers(self):
-        return self._headers
-
-    def timestamp(self):
-        return (0, -1) if self._ts is None else (1, self._ts)   # (TIMESTAMP_NOT_AVAILABLE, -1) or CREATE_TIME
+# An in-memory record with the accessors of confluent-kafka's Message that the task uses.
+LocalMessage = StoredRecord
 
 
 class LocalCollector:
@@ -131,7 +107,8 @@ def load_application(app, args=None):
     return built, app
 
 
-def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1):
+def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_pickle=False,
+              max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS):
     """Feed `inputs` to the application's source(s) and return what its sinks would receive.
 
     `inputs` items are bytes, `(bytes, timestamp_ms)`, `Watermark(ms)` or `Checkpoint()`; with a dict
@@ -139,13 +116,16 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1):
     boundary follows every `checkpoint_every` records (None: only at `Checkpoint()`/`Watermark()` items
     and the end); there, as on Kafka, the newest source event time reaches every one of the
     `partitions` state partitions and runs `on_event_time`. Errors in `on_event_time`, which a Kafka
-    worker logs and counts, are listed in `dead_letters` with an empty value."""
+    worker logs and counts, are listed in `dead_letters` with an empty value. `unsafe_pickle` and
+    `max_event_time_skew_ms` are machida's --unsafe-pickle and --max-event-time-skew; every input item
+    comes from partition 0 of its topic."""
     application, module = load_application(app, args)
     app_id = topics.application_id(application.name)
     application = bind(application, app_id)       # TCP sources and sinks name their internal topics
     result = LocalResult()
     collector = LocalCollector(result)
-    task = Task(application, app_id, Serde(module, application), partitions, collector, name="local")
+    task = Task(application, app_id, Serde(module, application, unsafe_pickle=unsafe_pickle), partitions,
+                collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms)
     for store in task.stores.values():
         for p in range(partitions):
             store.adopt(p, {})
@@ -183,8 +163,10 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1):
                 boundary()
     boundary()
     # The final states as a restore would read them back from the changelog.
-    changelog_state = {store.changelog: store.name for store in task.stores.values()}
-    result.states = {name: {} for name in changelog_state.values()}
+    stores = {store.changelog: store for store in task.stores.values()}
+    result.states = {store.name: {} for store in stores.values()}
     for (topic, kb), blob in collector.changelog.items():
-        result.states[changelog_state[topic]][key_from_bytes(kb)] = load_state(blob)
+        if blob is not None and kb != EVENT_TIME_KEY:
+            store = stores[topic]
+            result.states[store.name][key_from_bytes(kb)] = store.codec.decode(blob)
     return result

@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
+from .serde import StateEncodingError
 from .tcp import TCPBridgeError
 from .topics import TopologyError
 from .worker import Worker, WorkerFenced, WorkerOptions
@@ -50,8 +51,36 @@ def parser():
                    help="the Kafka brokers the worker keeps its topics on; default $WALLAROO_BOOTSTRAP_SERVERS, "
                         "else the application's first Kafka source or sink brokers, else 127.0.0.1:9092 (an "
                         "application with only TCP sources and sinks still runs on Kafka)")
+    p.add_argument("--unsafe-pickle", action="store_true", default=defaults.unsafe_pickle,
+                   help="pickle state objects, and messages of an application without serialize/deserialize, "
+                        "on the internal topics. Anyone who can write to those topics then runs code in the "
+                        "worker: only for a broker whose topics only trusted parties can write. Default: data only")
+    p.add_argument("--max-event-time-skew", type=duration_ms, metavar="DURATION",
+                   default=defaults.max_event_time_skew_ms,
+                   help="a source record more than this ahead of its partition's stream time (or of the wall "
+                        "clock) is a dead letter and does not move event time; e.g. 6h, 90m, 0 for no bound "
+                        f"(default {defaults.max_event_time_skew_ms // 3_600_000}h)")
+    p.add_argument("--reset-event-time", action="store_true", default=defaults.reset_event_time,
+                   help="do not hold the first records of this start to the event time saved in the changelog: "
+                        "for input that deliberately jumps ahead (a newer period replayed into the same deployment)")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
+
+
+UNITS_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text):
+    """'6h', '90m', '30s', '500ms', '2d' or a number of milliseconds -> milliseconds."""
+    text = text.strip().lower()
+    number, unit = text.rstrip("smhd"), text[len(text.rstrip("smhd")):] or "ms"
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1
+    if unit not in UNITS_MS or not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 6h, 90m, 30s, 500ms, 0)")
+    return int(value * UNITS_MS[unit])
 
 
 def strip_wallaroo_flags(argv):
@@ -96,10 +125,12 @@ def main(argv=None):
         checkpoint_interval_ms=opts.checkpoint_interval_ms,
         transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
         purge_interval_ms=opts.purge_interval_ms, replication_factor=opts.replication_factor,
-        min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers))
+        min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers,
+        unsafe_pickle=opts.unsafe_pickle, max_event_time_skew_ms=opts.max_event_time_skew,
+        reset_event_time=opts.reset_event_time))
     try:
         worker.run()
-    except (TopologyError, TCPBridgeError, WorkerFenced) as e:
+    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError) as e:
         sys.exit(f"machida: {e}")
     return 0
 

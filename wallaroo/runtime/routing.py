@@ -1,34 +1,68 @@
 """Where a message goes: partition keys as bytes, the Kafka partition that owns each key, and the
 headers that say which state step a repartitioned record is for."""
 import json
-import pickle
 import zlib
+
+from .serde import DATA, NotData
 
 # Record headers on internal topics.
 STEP_HEADER = "w-step"            # identity of the state step a record is for (see step_header)
 WATERMARK_HEADER = "w-watermark"  # marks a watermark record; value is the event time (ms, 8 bytes)
 
 
+# Tags of key bytes: s (str), i (int), b (bytes), d (anything else that is plain data: a tuple, a float,
+# None...). EVENT_TIME_KEY is the engine's own changelog record of a state partition's event time.
+EVENT_TIME_KEY = b"t"
+
+
 def key_bytes(key) -> bytes:
-    """A stable byte form of a partition key (Python's hash() is salted per process)."""
-    if isinstance(key, str):
-        return b"s" + key.encode("utf-8")
-    if isinstance(key, bool) or not isinstance(key, (int, bytes)):
-        return b"p" + pickle.dumps(key, protocol=4)
-    if isinstance(key, int):
+    """A stable byte form of a partition key (Python's hash() is salted per process): data, never
+    pickle, so reading a key back can run no code."""
+    t = type(key)
+    if t is str:
+        return b"s" + key.encode("utf-8", "surrogatepass")
+    if t is int:
         return b"i" + str(key).encode()
-    return b"b" + key
+    if t is bytes:
+        return b"b" + key
+    try:
+        return b"d" + DATA.encode(key, canonical=True)
+    except NotData as e:
+        raise TypeError(f"partition key {e}: a partition key must be plain data (str, int, bytes, or "
+                        f"tuples / frozensets of them)") from None
 
 
 def key_from_bytes(data: bytes):
+    """The partition key; ValueError when `data` is not the key_bytes of any key."""
+    if type(data) is not bytes or not data:
+        raise ValueError(f"a partition key must be non-empty bytes, not {type(data).__name__}")
     tag, body = data[:1], data[1:]
-    if tag == b"s":
-        return body.decode("utf-8")
-    if tag == b"i":
-        return int(body)
-    if tag == b"b":
-        return body
-    return pickle.loads(body)
+    try:
+        if tag == b"s":
+            return body.decode("utf-8", "surrogatepass")
+        if tag == b"i":
+            key = int(body)
+        elif tag == b"b":
+            return body
+        elif tag == b"d":
+            key = DATA.decode(body)
+        elif tag == b"p":
+            raise ValueError("a pickled key (written before keys became data): not loaded")
+        else:
+            raise ValueError(f"unknown key tag {tag!r}")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"malformed key: {e}") from None
+    if key_bytes(key) != data:      # e.g. b"i 1" or b"i01": not the form the router makes
+        raise ValueError(f"malformed key {data[:40]!r}")
+    return key
+
+
+def describe_key(data) -> str:
+    """A partition key for a log line, whatever the bytes hold."""
+    try:
+        return repr(key_from_bytes(data))
+    except (ValueError, TypeError):
+        return f"<undecodable key {data[:40]!r}>"
 
 
 class KeyRouter:

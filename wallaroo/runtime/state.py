@@ -1,8 +1,15 @@
 """Partitioned state: live Python objects in memory, restored from a compacted changelog topic.
 
 State objects are never serialized per message. At each checkpoint the objects whose computation
-reported a change are pickled once into the changelog (partition p of the changelog mirrors
-partition p of the repartition topic), inside the checkpoint's transaction.
+reported a change are encoded once into the changelog (partition p of the changelog mirrors
+partition p of the repartition topic), inside the checkpoint's transaction, as data (serde.py). The
+changelog also holds, under the engine's own key, each partition's event time, so a restarted worker
+knows how far the stream had got (the reference of the event-time bound, event_time.py).
+
+A changelog value that does not decode into the state's class (written by someone else, or by an
+incompatible version) is skipped at restore, reported as a dead letter, and replaced by a tombstone at
+the next checkpoint: that key starts over from a new state object. Its old value cannot be recovered
+from a record that is not one, and a new object is better than a half-read one.
 """
 import logging
 import time
@@ -12,22 +19,65 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from .clients import end_offsets_probe_config, restore_consumer_config
 from .errors import retrying
-from .routing import key_from_bytes
-from .serde import dump_state, load_state
+from .event_time import decode_watermark, encode_watermark
+from .routing import EVENT_TIME_KEY, describe_key, key_from_bytes
 
 log = logging.getLogger("wallaroo.state")
+BAD_RECORDS_LOGGED = 20          # per partition restored; then they are counted
+
+
+class StoredRecord:
+    """A record read back from a changelog (or made in memory), with the accessors of confluent-kafka's
+    Message that the task and the collector use."""
+    __slots__ = ("_topic", "_partition", "_offset", "_key", "_value", "_headers", "_ts")
+
+    def __init__(self, topic, partition, offset, key, value, headers=None, ts=None):
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers, self._ts = key, value, headers, ts
+
+    def topic(self):
+        return self._topic
+
+    def partition(self):
+        return self._partition
+
+    def offset(self):
+        return self._offset
+
+    def key(self):
+        return self._key
+
+    def value(self):
+        return self._value
+
+    def headers(self):
+        return self._headers
+
+    def timestamp(self):
+        return (0, -1) if self._ts is None else (1, self._ts)   # (TIMESTAMP_NOT_AVAILABLE, -1) or CREATE_TIME
 
 
 class StateStore:
-    """The state objects of one state name that this worker owns, by Kafka partition."""
+    """The state objects of one state name that this worker owns, by Kafka partition.
 
-    def __init__(self, name, state_class, changelog):
+    Besides the live objects it keeps, per object, its changelog value as of the last checkpoint
+    (`saved`) and what was applied to it since (`journal`: messages and event-time calls), so an object
+    whose computation raised can be rebuilt as it was before that message (task.py)."""
+
+    def __init__(self, name, state_class, changelog, codec, on_bad_record=None, on_event_time=None):
         self.name = name
         self.state_class = state_class
         self.changelog = changelog
+        self.codec = codec
+        self.on_bad_record = on_bad_record      # (StoredRecord, error): a changelog value skipped at restore
+        self.on_event_time = on_event_time      # (ms): a partition's event time read back at restore
         self.partitions = {}      # partition -> {key bytes: state object}
         self.dirty = {}           # partition -> set of key bytes changed since the last checkpoint
         self.event_time = {}      # partition -> newest watermark seen (ms)
+        self.saved = {}           # partition -> {key bytes: changelog value as of the last checkpoint}
+        self.journal = {}         # partition -> {key bytes: [(plan step or None, data, ts)] since then}
+        self.tombstones = {}      # partition -> key bytes to delete from the changelog at the next checkpoint
+        self.saved_time = {}      # partition -> event time last written to the changelog
 
     def get(self, partition, kb):
         table = self.partitions.get(partition)
@@ -41,23 +91,80 @@ class StateStore:
     def changed(self, partition, kb):
         self.dirty.setdefault(partition, set()).add(kb)
 
+    def record(self, partition, kb, op):
+        """Remember `op` (plan step, data, ts; plan step None for an on_event_time call) as applied."""
+        journal = self.journal.get(partition)
+        if journal is None:
+            journal = self.journal[partition] = {}
+        ops = journal.get(kb)
+        if ops is None:
+            journal[kb] = [op]
+        else:
+            ops.append(op)
+
+    def as_saved(self, partition, kb):
+        """A new object equal to `kb`'s as of the last checkpoint (a fresh one if it had none)."""
+        blob = self.saved.get(partition, {}).get(kb)
+        return self.state_class() if blob is None else self.codec.decode(blob)
+
     def changelog_records(self):
-        """(partition, key bytes, pickled state) for each changed object; clears the dirty marks."""
+        """(partition, key bytes, value) for each changed object (value None: a tombstone) and each
+        partition whose event time moved; clears the dirty marks and the journal."""
         for partition, keys in self.dirty.items():
             table = self.partitions.get(partition, {})
+            saved = self.saved.setdefault(partition, {})
             for kb in keys:
                 if kb in table:
-                    yield partition, kb, dump_state(table[kb])
+                    blob = saved[kb] = self.codec.encode(table[kb])
+                    yield partition, kb, blob
+        for partition, keys in self.tombstones.items():
+            live = self.partitions.get(partition, {})
+            for kb in keys:
+                if kb not in live:          # a key that got a new object has just been written
+                    yield partition, kb, None
+        for partition, ms in self.event_time.items():
+            if self.saved_time.get(partition, -1) < ms:
+                self.saved_time[partition] = ms
+                yield partition, EVENT_TIME_KEY, encode_watermark(ms)
         self.dirty = {}
+        self.tombstones = {}
+        self.journal = {}
 
-    def adopt(self, partition, table):
+    def adopt(self, partition, raw):
+        """Take over `partition` with `raw` {key bytes: changelog value} as restored from the changelog."""
+        table, saved, skipped = {}, {}, 0
+        for kb, blob in raw.items():
+            try:
+                if kb == EVENT_TIME_KEY:
+                    ms = decode_watermark(blob)
+                    self.saved_time[partition] = ms
+                    if self.on_event_time is not None:
+                        self.on_event_time(ms)
+                    continue
+                key_from_bytes(kb)
+                table[kb] = self.codec.decode(blob)
+                saved[kb] = blob
+            except Exception as e:  # noqa: BLE001 - anything in the record, or a from_data, may fail
+                if kb is not None:          # (a compacted topic refuses records without a key)
+                    self.tombstones.setdefault(partition, set()).add(kb)
+                skipped += 1
+                if skipped <= BAD_RECORDS_LOGGED:
+                    log.error("state %r partition %d: skipped the changelog value of key %s (%d bytes): %s: %s; "
+                              "that key starts from a new state object", self.name, partition, describe_key(kb),
+                              len(blob or b""), type(e).__name__, e)
+                if self.on_bad_record is not None:
+                    self.on_bad_record(StoredRecord(self.changelog, partition, -1, kb, blob), e)
+        if skipped > BAD_RECORDS_LOGGED:
+            log.error("state %r partition %d: %d changelog values skipped in all (see the dead letters)",
+                      self.name, partition, skipped)
         self.partitions[partition] = table
+        self.saved[partition] = saved
         self.event_time.pop(partition, None)
 
     def drop(self, partition):
-        self.partitions.pop(partition, None)
-        self.dirty.pop(partition, None)
-        self.event_time.pop(partition, None)
+        for kept in (self.partitions, self.dirty, self.event_time, self.saved, self.journal, self.tombstones,
+                     self.saved_time):
+            kept.pop(partition, None)
 
     def drop_all(self):
         for p in list(self.partitions):
@@ -65,7 +172,8 @@ class StateStore:
 
 
 def restore(bootstrap, topic, partitions, timeout_s=300.0, stopping=lambda: False):
-    """Read changelog partitions from the start to their end; return {partition: {key bytes: state}}.
+    """Read changelog partitions from the start to their end; return {partition: {key bytes: value bytes}}
+    (StateStore.adopt decodes them).
 
     read_committed, so a crashed worker's unfinished checkpoint is never restored (it waits for
     that transaction to be aborted, at most the transaction timeout). A partition without a leader
@@ -108,10 +216,10 @@ def restore(bootstrap, topic, partitions, timeout_s=300.0, stopping=lambda: Fals
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"restoring {topic} partitions {sorted(pending)} took over {timeout_s:.0f} s")
         for p, kv in raw.items():
-            tables[p] = {kb: load_state(v) for kb, v in kv.items()}
+            tables[p] = kv
             if kv:
                 log.info("restored %d %s object(s) of partition %d: %s", len(kv), topic, p,
-                         ", ".join(repr(key_from_bytes(k)) for k in list(kv)[:5]) + (" ..." if len(kv) > 5 else ""))
+                         ", ".join(describe_key(k) for k in list(kv)[:5]) + (" ..." if len(kv) > 5 else ""))
     finally:
         c.close()
     return tables

@@ -7,25 +7,46 @@ partition's event time on. The Kafka worker feeds it consumed messages and the l
 in-memory ones (anything with confluent-kafka's Message accessors), so both run this same code.
 """
 from . import topics
-from .event_time import WATERMARK_HEADERS, SourceClock, decode_watermark, encode_watermark, record_time
+from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, SourceClock, decode_watermark,
+                         encode_watermark, record_time)
 from .routing import STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes, parse_step_header, step_header
 from .state import StateStore
 from .steps import Executor, StepError, encode
+from ..context import set_event_time
+
+# The largest message that crosses a state step: below the repartition topic's max.message.bytes (the
+# broker's default, 1 MiB, with room for headers). Checked when routing, so a message Kafka would refuse
+# (which would abort the checkpoint, and the worker would re-read the same record forever) is a dead
+# letter instead, and when reading, so a record written by someone else is never loaded whole.
+MAX_MESSAGE_BYTES = 1_000_000
+
 
 class Task:
     """Processing of one application's records. `collector` receives what it produces:
     `repartition(topic, partition, key, value, headers, ts)`, `sink(topic, value, key, ts)`,
     `dead_letter(message, step, error)` and `hook_failed(state name, partition, StepError)` (an
-    on_event_time that raised: there is no record to dead-letter)."""
+    on_event_time that raised: there is no record to dead-letter).
 
-    def __init__(self, app, app_id, serde, partitions, collector, name="worker"):
+    Every record read from an internal topic is checked before it is used: a watermark must be one; a
+    repartition record must name a step and hold a value within MAX_MESSAGE_BYTES that deserializes
+    into a message whose partition key is the record's key, of the partition it was read from; anything
+    else is a dead letter. A source record whose
+    timestamp is too far ahead (SourceClock.admit) is a dead letter too. A state computation (or what
+    follows it) that raises leaves its state object as it was before the message: the object is
+    rebuilt from its value at the last checkpoint and the messages applied since (state
+    computations must be deterministic, as exactly-once already needs), then the message is
+    dead-lettered. So a message of the wrong shape cannot leave an object half-changed, whatever the
+    application checks."""
+
+    def __init__(self, app, app_id, serde, partitions, collector, name="worker",
+                 max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, reset_event_time=False):
         self.app = app
         self.serde = serde
         self.partitions = partitions
         self.collector = collector
         self.name = name
         self.executor = Executor(app, self._route, self._sink)
-        self.clock = SourceClock()          # newest source event time, for watermarks
+        self.clock = SourceClock(max_event_time_skew_ms)   # newest source event time, for watermarks
         self.current_ts = None              # event time of what is processed now: stamps outputs
         self.stats = {"in": 0, "state": 0, "out": 0, "dead": 0}
 
@@ -35,12 +56,16 @@ class Task:
             self.decoders.setdefault(p.source.topic, []).append((pi, decode))
         self.stores = {}                    # repartition topic -> StateStore
         self.state_topic = {}               # state name -> repartition topic
+        learn = (lambda ms: None) if reset_event_time else self.clock.learn_reference
         for ps in self.executor.state_steps.values():
             name_ = ps.step.state_name
             if name_ not in self.state_topic:
                 topic = topics.repartition_topic(app_id, name_)
                 self.state_topic[name_] = topic
-                self.stores[topic] = StateStore(name_, ps.step.state_class, topics.changelog_topic(app_id, name_))
+                self.stores[topic] = StateStore(
+                    name_, ps.step.state_class, topics.changelog_topic(app_id, name_),
+                    serde.state_codec(name_, ps.step.state_class),
+                    on_bad_record=lambda m, e: self.dead_letter(m, "restore", e), on_event_time=learn)
         self.routers = {ps.id: KeyRouter(ps.step.partition_keys, partitions)
                         for ps in self.executor.state_steps.values()}
         self.headers = {ps.id: [(STEP_HEADER, step_header(ps.id))] for ps in self.executor.state_steps.values()}
@@ -53,10 +78,14 @@ class Task:
     # --- records ------------------------------------------------------------------------------
     def process_source(self, m):
         ts = record_time(m)
-        self.clock.saw(ts)
-        self.current_ts = ts
         self.stats["in"] += 1
-        for pi, decode in self.decoders[m.topic()]:
+        topic = m.topic()
+        refused = self.clock.admit(ts)
+        if refused is not None:
+            self.dead_letter(m, "event time", ValueError(refused))
+            return
+        self.current_ts = ts
+        for pi, decode in self.decoders[topic]:
             try:
                 data = decode(m.value()) if decode is not None else m.value()
             except Exception as e:  # noqa: BLE001 - user code
@@ -71,8 +100,14 @@ class Task:
         store = self.stores[m.topic()]
         p = m.partition()
         headers = m.headers()
+        value = m.value()
         if header(headers, WATERMARK_HEADER) is not None:
-            self.advance(store, p, decode_watermark(m.value()))
+            try:
+                wm = decode_watermark(value)
+            except ValueError as e:
+                self.dead_letter(m, "watermark", e)
+                return
+            self.advance(store, p, wm)
             return
         self.stats["state"] += 1
         ts = record_time(m)
@@ -80,18 +115,61 @@ class Task:
         kb = m.key()
         try:
             ps = self.executor.state_step(self._step_id(header(headers, STEP_HEADER)))
+            if value is None or len(value) > MAX_MESSAGE_BYTES:
+                raise LookupError("no value" if value is None else
+                                  f"value of {len(value)} bytes, over the {MAX_MESSAGE_BYTES} a message may have")
         except LookupError as e:
             self.dead_letter(m, "route", e)
             return
         try:
-            state = store.get(p, kb)
-            if self.executor.apply_state(ps, state, self.serde.loads(m.value()), ts):
-                store.changed(p, kb)
-        except StepError as e:
-            store.changed(p, kb)          # it may have half-changed before raising
-            self.dead_letter(m, e.step_name, e.cause)
-        except Exception as e:  # noqa: BLE001 - deserialize
+            data = self.serde.loads(value)
+            own_key = key_bytes(ps.step.key_for(data))
+        except Exception as e:  # noqa: BLE001 - deserialize, the partitioner (user code) or the data codec
             self.dead_letter(m, "deserialize", e)
+            return
+        try:
+            # The message must belong to the record's key, and the key to this partition: a record
+            # cannot reach, or create, a state object its message does not route to.
+            if own_key != kb:
+                raise LookupError(f"the record's key {kb!r:.60} is not its message's partition key {own_key!r:.60}")
+            owner = self.routers[ps.id].partition_for(kb)
+            if owner != p:
+                raise LookupError(f"key {kb!r:.60} belongs to partition {owner}, not {p}")
+            state = store.get(p, kb)
+        except (LookupError, KeyError) as e:
+            self.dead_letter(m, "route", e)
+            return
+        store.record(p, kb, (ps, data, ts))
+        try:
+            changed = self.executor.apply_state(ps, state, data, ts)
+        except StepError as e:
+            self._rebuild(store, p, kb)
+            self.dead_letter(m, e.step_name, e.cause)
+            return
+        if changed:
+            store.changed(p, kb)
+
+    def _rebuild(self, store, p, kb):
+        """The last operation on `kb`'s object raised: make the object what it was before it, from its
+        value at the last checkpoint and the operations since (their outputs were already sent)."""
+        ops = store.journal[p][kb]
+        ops.pop()
+        try:
+            state = store.as_saved(p, kb)
+            for ps, data, ts in ops:
+                set_event_time(ts)
+                try:
+                    if ps is None:
+                        state.on_event_time(data)
+                    else:
+                        ps.func(data, state)
+                finally:
+                    set_event_time(None)
+        except Exception as e:  # noqa: BLE001 - a computation that is not deterministic
+            self.collector.hook_failed(store.name, p, StepError("rebuild", e))
+            state = store.as_saved(p, kb)
+            ops.clear()
+        store.partitions[p][kb] = state
 
     def _step_id(self, value):
         if value is None:
@@ -111,12 +189,16 @@ class Task:
             return
         store.event_time[p] = wm
         self.current_ts = wm
+        op = (None, wm, wm)
         for kb, state in list(store.partitions.get(p, {}).items()):
+            if getattr(state, "on_event_time", None) is None:
+                continue
+            store.record(p, kb, op)
             try:
                 if self.executor.advance_event_time(store.name, state, wm):
                     store.changed(p, kb)
             except StepError as e:
-                store.changed(p, kb)
+                self._rebuild(store, p, kb)
                 self.stats["dead"] += 1
                 self.collector.hook_failed(store.name, p, e)
 
@@ -125,6 +207,9 @@ class Task:
             kb = key_bytes(ps.step.key_for(data))
             partition = self.routers[ps.id].partition_for(kb)
             value = self.serde.dumps(data)
+            if len(value) > MAX_MESSAGE_BYTES:
+                raise ValueError(f"the message serializes to {len(value)} bytes, over the {MAX_MESSAGE_BYTES} "
+                                 f"a message crossing a state step may have")
         except Exception as e:  # noqa: BLE001 - the partitioner, a key outside partition_keys, serialize
             raise StepError(ps.name, e) from e
         self.collector.repartition(self.state_topic[ps.step.state_name], partition, kb, value,
@@ -158,8 +243,9 @@ class Task:
         return wm
 
     def changelog_records(self):
-        """(changelog topic, partition, key bytes, state bytes) for every state object changed since
-        the last call."""
+        """(changelog topic, partition, key bytes, value) for every state object changed since the last
+        call (value None: a tombstone), and each state partition's event time when it moved. Raises
+        serde.StateEncodingError, saying how to fix it, for an object that is not data."""
         for store in self.stores.values():
             for p, kb, blob in store.changelog_records():
                 yield store.changelog, p, kb, blob

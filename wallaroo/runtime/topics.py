@@ -115,11 +115,18 @@ def _wait_until_served(admin, md, created, deadline):
 NO_TIME_RETENTION = {"retention.ms": "-1", "retention.bytes": str(1024 * 1024 * 1024)}
 
 
+# Dead letters are capped (collector.py: the first DEAD_LETTER_VALUE_BYTES of the value, the size and
+# SHA-256 of the whole in headers), so one always fits this limit, whatever the source topic allows: a
+# record the topic refused would abort the checkpoint, and the worker would re-read it forever.
+DEAD_LETTER_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
 def internal_topics(app_id: str, state_names, partitions: int, extra_config: dict | None = None) -> dict:
     """The repartition and changelog topic of each state, and the dead-letter topic; `extra_config`
     (e.g. min.insync.replicas) goes into each."""
     extra = extra_config or {}
-    wanted = {dead_letter_topic(app_id): (1, dict(NO_TIME_RETENTION, **extra))}
+    wanted = {dead_letter_topic(app_id): (1, dict(NO_TIME_RETENTION, **extra,
+                                                  **{"max.message.bytes": str(DEAD_LETTER_MAX_MESSAGE_BYTES)}))}
     for name in state_names:
         wanted[repartition_topic(app_id, name)] = (partitions, dict(NO_TIME_RETENTION, **extra))
         wanted[changelog_topic(app_id, name)] = (partitions, {

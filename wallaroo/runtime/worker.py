@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from . import clients, edges, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
+from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from .serde import Serde
 from .state import restore
 from .task import Task
@@ -54,6 +55,12 @@ class WorkerOptions:
     replication_factor: int | None = None  # of the topics the worker creates; default: the source's
     min_insync_replicas: int | None = None  # of those topics; default: the broker's
     bootstrap: str | None = None          # default: the first pipeline's source brokers
+    # Trust (README "Trust and bad input"): pickle on internal topics only when asked for; how far
+    # ahead of its partition's stream time a source record may be (0: no bound); whether to ignore the
+    # event time restored from the changelog (after a deliberate jump of the input).
+    unsafe_pickle: bool = False
+    max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
+    reset_event_time: bool = False
 
 
 class Worker:
@@ -62,7 +69,7 @@ class Worker:
         self.app_id = self.opts.application_id or topics.application_id(app.name)
         self.app = edges.bind(app, self.app_id)    # TCP sources and sinks name their internal topics
         self.bootstrap = self.opts.bootstrap or edges.bootstrap_of(app)
-        self.serde = Serde(module, app)
+        self.serde = Serde(module, app, unsafe_pickle=self.opts.unsafe_pickle)
         self.running = True
         self.reconnects = 0
         self._commits_before = 0          # checkpoints committed by clients replaced since
@@ -80,7 +87,8 @@ class Worker:
         if sources is None:
             return False
         self.partitions = max(sources.values())
-        self.task = Task(self.app, self.app_id, self.serde, self.partitions, None, self.opts.name)
+        self.task = Task(self.app, self.app_id, self.serde, self.partitions, None, self.opts.name,
+                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time)
         replication = self.opts.replication_factor or topics.replication_factor(admin, source_topics)
         extra = {"min.insync.replicas": str(self.opts.min_insync_replicas)} if self.opts.min_insync_replicas else {}
         state_names = [store.name for store in self.task.stores.values()]
