@@ -45,6 +45,10 @@ MAX_LINE_BYTES = 8 * 1024 * 1024
 # (deflate reaches ~1000:1, so a small bomb never becomes one huge piece).
 READ_INPUT_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 1024 * 1024
+# Bad lines up to this long are remembered (at most KNOWN_BAD_LINES per file): deflate repeats blocks
+# of up to 32 KiB, so a bomb holds at most ~16,000 distinct lines, and each is parsed once.
+KNOWN_BAD_LINE_BYTES = 256
+KNOWN_BAD_LINES = 32768
 
 # Downloads: retries with exponential backoff (1, 2, 4, 8, 16 s ... capped), bounded socket waits.
 DOWNLOAD_RETRIES = 6

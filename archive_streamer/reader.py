@@ -127,12 +127,15 @@ def read_file(path, stats: ReadStats | None = None, *, max_line_bytes: int = con
     hour = hours_mod.as_hour(hour) if hour is not None else hours_mod.hour_of_file(path)
     lo_ms, hi_ms = (valid_event.hour_bounds(hours_mod.ms(hour)) if hour is not None
                     else valid_event.absolute_bounds())
-    validate, skip = valid_event.validate, stats.skip
+    validate, skip, skipped = valid_event.validate, stats.skip, stats.skipped
     lineno = 0
     # Runs of blank lines and of one bad line repeated (a newline bomb inflates to millions) are
     # counted when the run ends: a few tens of nanoseconds a line.
     blanks, first_blank = 0, 0
     last_bad, last_verdict, repeats = None, None, 0
+    # Short bad lines seen before -> why; a bomb repeats a block of garbage (that is what makes it
+    # compress), so its lines are looked up, not parsed again.
+    known_bad: dict[bytes, Invalid] = {}
     try:
         with open(path, "rb") as f:
             for lines in _line_batches(_inflate(f), max_line_bytes):
@@ -161,9 +164,18 @@ def read_file(path, stats: ReadStats | None = None, *, max_line_bytes: int = con
                     if len(line) > max_line_bytes:
                         skip("line_too_long", path, lineno, f"over {max_line_bytes} bytes")
                         continue
+                    short = len(raw) <= config.KNOWN_BAD_LINE_BYTES
+                    if short and raw in known_bad:   # seen (so counted and logged) in this file
+                        last_bad, last_verdict = raw, known_bad[raw]
+                        skipped[last_verdict.kind] += 1
+                        continue
                     verdict = validate(line, lo_ms, hi_ms)
                     if type(verdict) is Invalid:
                         last_bad, last_verdict = raw, verdict
+                        if short:
+                            if len(known_bad) >= config.KNOWN_BAD_LINES:
+                                known_bad.clear()
+                            known_bad[raw] = verdict
                         skip(verdict.kind, path, lineno, verdict.detail)
                         continue
                     stats.events += 1
