@@ -15,6 +15,7 @@ is read as U+FFFD, so nothing decoded from an event holds a surrogate (and re-en
 `validate` never raises: it returns `Valid` or `Invalid(kind, detail)`.  Imported by the streamer
 and the app only (it needs orjson, which `import stack_contract` must not load).
 """
+import functools
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -122,6 +123,9 @@ def _lone_surrogate_to_replacement(match) -> bytes:
     return b"\\ufffd" if len(text) == 6 else text
 
 
+_ALL_BUT_OPENING_BRACKETS = bytes(range(256)).translate(None, b"{[")
+
+
 def _too_deep(obj, limit: int = MAX_DEPTH) -> bool:
     """Whether containers nest deeper than `limit` in `obj` (a dict or list), level by level."""
     level, depth = [obj], 1
@@ -176,7 +180,9 @@ def validate(line: bytes, lo_ms: int, hi_ms: int) -> Valid | Invalid:
             return _not_json(line, error)
     if type(obj) is not dict:
         return Invalid("not_an_object", type(obj).__name__)
-    if _too_deep(obj):
+    # Nesting deeper than MAX_DEPTH needs more opening brackets than that: counting them (in C) spares
+    # nine lines in ten of the walk.
+    if len(line.translate(None, _ALL_BUT_OPENING_BRACKETS)) > MAX_DEPTH and _too_deep(obj):
         return Invalid("too_deep", f"deeper than {MAX_DEPTH} levels")
     created = obj.get("created_at")
     if type(created) is not str:
@@ -185,8 +191,8 @@ def validate(line: bytes, lo_ms: int, hi_ms: int) -> Valid | Invalid:
     if ts is None:
         return Invalid("bad_created_at", repr(created[:CREATED_AT_MAX_LENGTH]))
     if not lo_ms <= ts < hi_ms:
-        return Invalid("created_at_out_of_range", f"{created[:CREATED_AT_MAX_LENGTH]!r} is outside "
-                                                  f"[{_iso(lo_ms)}, {_iso(hi_ms)})")
+        return Invalid("created_at_out_of_range",
+                       f"{created[:CREATED_AT_MAX_LENGTH]!r} is outside {_bounds_text(lo_ms, hi_ms)}")
     repo = obj.get("repo")
     if type(repo) is not dict:
         return Invalid("missing_repo", "")
@@ -205,6 +211,12 @@ def created_at_of(line: bytes) -> int | None:
 
 
 _UNBOUNDED = 1 << 62
+
+
+@functools.lru_cache(maxsize=64)
+def _bounds_text(lo_ms: int, hi_ms: int) -> str:
+    """"[lo, hi)" as ISO times (a file's bounds are the same for every line)."""
+    return f"[{_iso(lo_ms)}, {_iso(hi_ms)})"
 
 
 def _iso(ms: int) -> str:
