@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-REAL_HOUR = ROOT.parent / "shared" / "data" / "gharchive" / "2015-01-01-12.json.gz"
+REAL_HOUR = ROOT.parent / "shared/data/gharchive/2015-01-01-12.json.gz"
 
 STAR = (b'{"id":"1","type":"WatchEvent","actor":{"id":1,"login":"u"},"repo":{"id":2,"name":"o/r"},'
         b'"payload":{"action":"started"},"public":true,"created_at":"2015-01-01T12:30:00Z"}')
