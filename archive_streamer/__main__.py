@@ -198,7 +198,7 @@ def _hour_inputs(kind: str, plan: list[datetime], files: dict, args, run: Run,
                 log.warning("hour %s missing: no %s in %s", H.hour_name(hour), H.file_name(hour), args.source)
                 run.missing.append(H.hour_name(hour))
                 continue
-            yield hour, str(path), read_file(path, run.read)
+            yield hour, str(path), read_file(path, run.read, hour=hour)
     else:
         cache = args.cache_dir if args.cache_dir is not None else config.default_cache_dir()
         for hour, path, error in download.prefetch(plan, args.source, cache, stop, retries=args.retries):
@@ -209,7 +209,7 @@ def _hour_inputs(kind: str, plan: list[datetime], files: dict, args, run: Run,
                 log.error("hour %s skipped: %s", H.hour_name(hour), error)
                 run.failed.append(H.hour_name(hour))
             else:
-                yield hour, str(path), read_file(path, run.read)
+                yield hour, str(path), read_file(path, run.read, hour=hour)
 
 
 def _summary(run: Run, sender: Sender, undelivered: int, topic: str, bootstrap: str,
@@ -236,6 +236,9 @@ def _summary(run: Run, sender: Sender, undelivered: int, topic: str, bootstrap: 
             file=out)
     else:
         print("archive-streamer: skipped 0", file=out)
+    if sender.retried_alone:
+        print(f"archive-streamer: the broker refused batches; {sender.retried_alone} of their records "
+              f"were sent again one by one", file=out)
     lost = sender.failed + undelivered
     if lost:
         print(f"archive-streamer: NOT delivered {lost} events "

@@ -41,6 +41,14 @@ DEFAULT_CACHE_DIR = "~/.cache/star-leaders/gharchive"
 # Real events are ~2 KB, the largest a few hundred KB; anything above this is not an event we want
 # in memory or in Kafka (the topic's max.message.bytes above leaves room for it).
 MAX_LINE_BYTES = 8 * 1024 * 1024
+# Hour files are inflated READ_INPUT_BYTES of gzip at a time, into pieces of at most READ_CHUNK_BYTES
+# (deflate reaches ~1000:1, so a small bomb never becomes one huge piece).
+READ_INPUT_BYTES = 64 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
+# Bad lines up to this long are remembered (at most KNOWN_BAD_LINES per file): deflate repeats blocks
+# of up to 32 KiB, so a bomb holds at most ~16,000 distinct lines, and each is parsed once.
+KNOWN_BAD_LINE_BYTES = 256
+KNOWN_BAD_LINES = 32768
 
 # Downloads: retries with exponential backoff (1, 2, 4, 8, 16 s ... capped), bounded socket waits.
 DOWNLOAD_RETRIES = 6
@@ -53,6 +61,9 @@ PREFETCH_HOURS = 1                     # download the next hour while the curren
 
 # Pacing: events are sent in windows of this much wall time, with at most one sleep per window.
 PACING_WINDOW_S = 0.02
+# A move of the pacing clock worth more wall time than this is followed only once a second event
+# confirms it: one outlier ahead (up to the hour's end, where created_at is clamped) cannot stall a replay.
+PACING_CONFIRM_S = 5.0
 
 KAFKA_WAIT_S = 15.0                    # how long to wait for an unreachable broker before giving up
 FLUSH_TIMEOUT_S = 60.0                 # bounded final flush, so a dead broker cannot hang shutdown

@@ -12,6 +12,8 @@ from typing import Callable, Iterable
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from stack_contract.valid_event import created_at_of
+
 from . import config
 
 log = logging.getLogger("archive_streamer")
@@ -65,18 +67,24 @@ class Pacer:
     """Maps event time to wall time at `speedup`, one sleep per window of `window_s` wall seconds.
 
     The pacing clock is the highest (clamped) event time seen so far, so an event stamped earlier
-    than its predecessors never makes us wait or go back: we neither sleep backwards nor reorder."""
+    than its predecessors never makes us wait or go back: we neither sleep backwards nor reorder.
+    It does not follow a lone outlier ahead: a move of the clock worth more than `confirm_s` of wall
+    time goes only as far as the previous event has gone too (a real gap in the data is followed one
+    event later).  The clock starts where the first two events agree."""
 
     def __init__(self, speedup: float, window_s: float = config.PACING_WINDOW_S,
                  clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], object] = time.sleep, unpaced_until_ms: int | None = None):
+                 sleep: Callable[[float], object] = time.sleep, unpaced_until_ms: int | None = None,
+                 confirm_s: float = config.PACING_CONFIRM_S):
         self.speedup = speedup
         self.unpaced_until_ms = unpaced_until_ms   # warm-up: events before this go at full speed
         self.window_s = window_s
         self.clock, self.sleep = clock, sleep
-        self.t0_ms: int | None = None      # event time of the first event
-        self.wall0 = 0.0                   # wall time it was sent
+        self.confirm_ms = confirm_s * 1000.0 * speedup   # the same in event time
+        self.t0_ms: int | None = None      # event time where pacing started
+        self.wall0 = 0.0                   # wall time it started
         self.high_ms = 0                   # the pacing clock: never decreases
+        self.previous_ms: int | None = None  # the previous paced event's (clamped) time
         self.window_end = float("-inf")
         self.sleeps = 0
         self.slept_s = 0.0
@@ -94,10 +102,17 @@ class Pacer:
             ts_ms = hi_ms
         if self.unpaced_until_ms is not None and ts_ms < self.unpaced_until_ms:
             return False
+        previous, self.previous_ms = self.previous_ms, ts_ms
         if self.t0_ms is None:
-            self.t0_ms, self.high_ms, self.wall0 = ts_ms, ts_ms, self.clock()
-        elif ts_ms > self.high_ms:
-            self.high_ms = ts_ms
+            if previous is None:
+                return False
+            self.t0_ms = self.high_ms = min(ts_ms, previous)
+            self.wall0 = self.clock()
+        if ts_ms > self.high_ms:
+            if ts_ms - self.high_ms > self.confirm_ms and previous < ts_ms:
+                ts_ms = previous           # a jump this far must be confirmed by two events in a row
+            if ts_ms > self.high_ms:
+                self.high_ms = ts_ms
         due = self.wall0 + (self.high_ms - self.t0_ms) / 1000.0 / self.speedup
         if due < self.window_end:
             return False
@@ -111,11 +126,24 @@ class Pacer:
         return True
 
 
+def _broker_refused(err) -> bool:
+    """A delivery error the broker gave for the record's batch (INVALID_TIMESTAMP, MSG_SIZE_TOO_LARGE,
+    CORRUPT_MESSAGE ...): librdkafka fails every record of the batch with it, so each is worth one more
+    try alone.  Local errors (timeouts, purges) and fatal ones are not."""
+    return err.code() > 0 and not err.fatal() and not err.retriable()
+
+
 class Sender:
     """Produces events to one topic at a pace; counts what the broker acknowledged.
 
     `send(events)` may be called once per hour file; `close()` flushes.  Setting `stop` (a
-    threading.Event) makes `send` return at the next event and interrupts any pacing sleep."""
+    threading.Event) makes `send` return at the next event and interrupts any pacing sleep.
+
+    A record the broker refuses takes its whole batch with it.  Each record of such a batch is sent
+    again alone (a second producer, one record per batch, after the others: its position in the
+    partition changes), so only the records the broker refuses by themselves are lost; those are
+    counted in `failed`.  The retry takes the timestamp from the record's created_at (a failed
+    delivery report carries none)."""
 
     def __init__(self, bootstrap: str, topic: str = config.TOPIC, speedup: float = 0.0, *,
                  stop: threading.Event | None = None, producer_config: dict | None = None,
@@ -127,21 +155,60 @@ class Sender:
         self.produced = 0                  # handed to the producer by finished send() calls
         self._current = 0                  # ... and by the send() in progress
         self.delivered = 0
-        self.failed = 0
+        self.failed = 0                    # records lost: refused alone, or a local error
+        self.retried_alone = 0             # records of refused batches that were sent again alone
         self.first_error: str | None = None
         self.on_tick, self.tick_s, self._next_tick = on_tick, tick_s, 0.0
-        cfg = {"bootstrap.servers": bootstrap, **config.PRODUCER_CONFIG, **(producer_config or {}),
-               "on_delivery": self._delivered}
-        self.producer = Producer(cfg)
+        self._config = {"bootstrap.servers": bootstrap, **config.PRODUCER_CONFIG, **(producer_config or {})}
+        self.producer = Producer({**self._config, "on_delivery": self._delivered})
+        self._alone: Producer | None = None   # made at the first refused batch
+        self._to_retry: list = []          # (value, key, partition) of records of refused batches
 
     def _delivered(self, err, msg) -> None:
         if err is None:
             self.delivered += 1
+        elif _broker_refused(err):
+            self._to_retry.append((msg.value(), msg.key(), msg.partition()))
         else:
-            self.failed += 1
-            if self.first_error is None:
-                self.first_error = str(err)
-                log.error("delivery failed (further failures are only counted): %s", err)
+            self._lost(err)
+
+    def _delivered_alone(self, err, msg) -> None:
+        if err is None:
+            self.delivered += 1
+        else:
+            self._lost(err)
+
+    def _lost(self, err) -> None:
+        self.failed += 1
+        if self.first_error is None:
+            self.first_error = str(err)
+            log.error("delivery failed (further failures are only counted): %s", err)
+
+    def _retry_alone(self) -> None:
+        """Sends the records of refused batches again, one record per batch."""
+        if self._alone is None:
+            self._alone = Producer({**self._config, "linger.ms": 0, "batch.num.messages": 1,
+                                    "on_delivery": self._delivered_alone})
+            log.warning("the broker refused a batch; its records are sent again one by one")
+        todo, self._to_retry = self._to_retry, []
+        for value, key, partition in todo:
+            self.retried_alone += 1
+            ts = created_at_of(value)
+            if ts is None:
+                self.failed += 1        # cannot happen for what the reader yields; counted anyway
+                continue
+            while True:
+                try:
+                    self._alone.produce(self.topic, value, key, partition=max(partition, -1), timestamp=ts)
+                    break
+                except BufferError:
+                    if self.stop.is_set():
+                        self.failed += 1
+                        break
+                    self._alone.poll(0.05)
+                except KafkaException as e:
+                    self._lost(e.args[0])
+                    break
 
     @property
     def produced_now(self) -> int:
@@ -151,6 +218,10 @@ class Sender:
     def _tick(self, n: int) -> None:
         self._current = n
         self.producer.poll(0)
+        if self._to_retry:
+            self._retry_alone()
+        if self._alone is not None:
+            self._alone.poll(0)
         if self.on_tick is not None:
             now = time.monotonic()
             if now >= self._next_tick:
@@ -159,7 +230,7 @@ class Sender:
 
     def send(self, events: Iterable, lo_ms: int | None = None, hi_ms: int | None = None) -> int:
         """Produces (ts_ms, repo, line) events in order; returns how many were handed to the
-        producer.  Stops early when `stop` is set."""
+        producer.  Stops early when `stop` is set.  `lo_ms`/`hi_ms`: the hour file's bounds, for pacing."""
         produce, topic, pacer, stop = self.producer.produce, self.topic, self.pacer, self.stop
         paced = pacer.speedup > 0
         n = 0
@@ -173,11 +244,14 @@ class Sender:
                     self._tick(n)
             elif n & 1023 == 0:
                 self._tick(n)
+            key = repo.encode("utf-8", "surrogatepass")   # the reader's names hold none; others might
             try:
-                produce(topic, line, repo.encode(), timestamp=ts_ms)
+                produce(topic, line, key, timestamp=ts_ms)
             except BufferError:         # the local queue is full: let librdkafka drain it
-                if not self._produce_when_room(line, repo.encode(), ts_ms):
+                if not self._produce_when_room(line, key, ts_ms):
                     break
+            except KafkaException as e:   # refused before sending (e.g. larger than message.max.bytes)
+                self._lost(e.args[0])
             n += 1
         self._tick(n)
         self.produced += n
@@ -197,8 +271,14 @@ class Sender:
         return False
 
     def close(self, timeout_s: float = config.FLUSH_TIMEOUT_S) -> int:
-        """Flushes; returns how many records were still undelivered when `timeout_s` ran out."""
+        """Flushes (retrying refused batches record by record); returns how many records were still
+        undelivered when `timeout_s` ran out."""
+        deadline = time.monotonic() + timeout_s
         left = self.producer.flush(timeout_s)
+        if self._to_retry:
+            self._retry_alone()
+        if self._alone is not None:
+            left += self._alone.flush(max(0.0, deadline - time.monotonic()))
         if left:
             log.error("%d records still undelivered after %g s", left, timeout_s)
         return left

@@ -1,36 +1,27 @@
-"""Hour files -> events, skipping and counting whatever is not one well-formed event per line.
+"""Hour files -> events, skipping and counting whatever is not a valid event (stack_contract.valid_event).
 
-An event is `Event(ts_ms, repo, line)`: its `created_at` in epoch milliseconds, its `repo.name`, and
-the original line bytes (without the newline), which is what goes to Kafka unchanged.
+An event is `Event(ts_ms, repo, line)`: its `created_at` in epoch milliseconds, its `repo.name` (a lone
+surrogate escape read as U+FFFD), and the original line bytes (without the newline, and without the
+carriage return of a CRLF file), which is what goes to Kafka.
 """
-import gzip
-import json
 import logging
 import zlib
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
-import orjson
+from stack_contract import valid_event
+from stack_contract.valid_event import Invalid, created_at_ms  # noqa: F401  (created_at_ms: API)
 
 from . import config, hours as hours_mod
 
 log = logging.getLogger("archive_streamer")
 
-# Kinds of skipped input, in the order the summary prints them.
-SKIP_KINDS = (
-    "invalid_json",        # not JSON at all (or not UTF-8)
-    "nul_bytes",           # a raw NUL byte in the line
-    "multiple_objects",    # two JSON values glued on one line: {...}{...}
-    "not_an_object",       # valid JSON, but an array, string, number ...
-    "empty_line",
+# Kinds of skipped input, in the order the summary prints them: why a line is not a valid event
+# (valid_event.KINDS), then what only a file reader sees.
+SKIP_KINDS = valid_event.KINDS + (
     "line_too_long",       # longer than config.MAX_LINE_BYTES; never held in memory whole
-    "missing_created_at",  # absent, null or not a string
-    "bad_created_at",      # a string that is not a timestamp
-    "missing_repo",        # no `repo` object
-    "missing_repo_name",   # `repo` without a non-empty string `name`
-    "truncated_gzip",      # file ended mid-stream; the lines before were still read (per file)
+    "truncated_gzip",      # file ended mid-stream; the complete lines before were still read (per file)
     "corrupt_gzip",        # not gzip, bad CRC or bad deflate data (per file)
 )
 
@@ -51,10 +42,11 @@ class ReadStats:
         self.skipped: Counter = Counter()
         self.examples: dict[str, str] = {}
 
-    def skip(self, kind: str, where: str, detail: str = "") -> None:
-        self.skipped[kind] += 1
+    def skip(self, kind: str, path, lineno: int, detail: str = "", count: int = 1) -> None:
+        """Counts `count` skipped lines of `kind`, the first at `path`:`lineno`."""
+        self.skipped[kind] += count
         if kind not in self.examples:
-            self.examples[kind] = where
+            where = self.examples[kind] = f"{path}:{lineno}"
             log.warning("skipping %s at %s%s (further ones are only counted)",
                         kind.replace("_", " "), where, f": {detail}" if detail else "")
 
@@ -63,121 +55,141 @@ class ReadStats:
         return sum(self.skipped.values())
 
 
-_ts_cache: dict[str, int] = {}
+class _Truncated(Exception):
+    """The gzip stream ended before its end-of-stream marker."""
 
 
-def created_at_ms(text: str) -> int:
-    """`"2015-01-01T12:00:01Z"` (or any ISO 8601 form the archive used) -> epoch milliseconds."""
-    cached = _ts_cache.get(text)
-    if cached is not None:
-        return cached
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    value = int(dt.timestamp() * 1000)
-    if len(_ts_cache) > 100_000:   # an hour has 3,600 distinct seconds; stay bounded anyway
-        _ts_cache.clear()
-    _ts_cache[text] = value
-    return value
+def _inflate(f) -> Iterator[bytes]:
+    """The decompressed bytes of a (multi-member) gzip file, in pieces of at most
+    config.READ_CHUNK_BYTES: a bomb is never inflated whole.  Raises zlib.error for corrupt data
+    and _Truncated at a cut; every piece before either was yielded."""
+    out_max = config.READ_CHUNK_BYTES
+    inflater, fed = zlib.decompressobj(wbits=31), False
+    while data := f.read(config.READ_INPUT_BYTES):
+        while data:
+            if not fed:
+                data = data.lstrip(b"\x00")   # zero padding between members, as gzip.GzipFile allows
+                if not data:
+                    break
+                fed = True
+            piece = inflater.decompress(data, out_max)
+            if piece:
+                yield piece
+            if inflater.eof:
+                data = inflater.unused_data
+                inflater, fed = zlib.decompressobj(wbits=31), False
+            else:
+                data = inflater.unconsumed_tail
+    if fed:
+        while piece := inflater.decompress(b"", out_max):   # what the last input still holds
+            yield piece
+        if not inflater.eof:
+            raise _Truncated("compressed file ended before the end-of-stream marker was reached")
 
 
-def _parse_fallback(line: bytes):
-    """(obj, "", "") when the stdlib parser accepts `line`, else (None, kind, detail).
-
-    The stdlib accepts lone UTF-16 surrogate escapes ("\\ud83d") that orjson rejects; real archive
-    lines contain them, so such a line is a good event, not a skip."""
-    text = line.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text), "", ""
-    except ValueError as e:
-        detail = str(e)
-    try:
-        stripped = text.lstrip()
-        _, end = json.JSONDecoder().raw_decode(stripped)
-        if stripped[end:].lstrip()[:1] in ("{", "["):
-            return None, "multiple_objects", "another JSON value follows the first"
-    except ValueError:
-        pass
-    return None, "invalid_json", detail
-
-
-def _lines(f, max_line: int) -> Iterator[bytes | None]:
-    """Lines of a binary file without newline; None stands for a line over `max_line` bytes,
-    which is read past in `max_line` pieces and never held whole."""
-    readline = f.readline
-    while True:
-        line = readline(max_line + 1)
-        if not line:
-            return
-        if line[-1:] == b"\n":
-            yield line[:-1]
-        elif len(line) <= max_line:
-            yield line                 # the last line of a file without a final newline
-        else:
-            while line and line[-1:] != b"\n":
-                line = readline(max_line + 1)
-            yield None
+def _line_batches(pieces: Iterator[bytes], max_line: int) -> Iterator[list]:
+    """Lists of lines (bytes, no newline) from decompressed pieces; None stands for a line over
+    `max_line` bytes, which is read past and never held whole.  The last line of a file without a
+    final newline comes last; a cut file's incomplete last line is never yielded."""
+    carry = b""
+    skipping = False               # inside a line over max_line: drop everything to its newline
+    for piece in pieces:
+        if skipping:
+            end = piece.find(b"\n")
+            if end < 0:
+                continue
+            piece, skipping = piece[end + 1:], False
+            yield [None]
+        lines = (carry + piece).split(b"\n") if carry else piece.split(b"\n")
+        carry = lines.pop()
+        if len(carry) > max_line:
+            carry, skipping = b"", True
+        if lines:
+            yield lines
+    if skipping:
+        yield [None]
+    elif carry:
+        yield [carry]
 
 
-def read_file(path, stats: ReadStats | None = None, *,
-              max_line_bytes: int = config.MAX_LINE_BYTES) -> Iterator[Event]:
-    """The events of one `.json.gz` hour file, streaming; bad lines are skipped into `stats`.
+def read_file(path, stats: ReadStats | None = None, *, max_line_bytes: int = config.MAX_LINE_BYTES,
+              hour=None) -> Iterator[Event]:
+    """The valid events of one `.json.gz` hour file, streaming; every other line is skipped into `stats`.
 
-    A truncated or corrupt gzip ends the file early (counted once); every complete line before that
-    point is still yielded."""
+    created_at must lie within `valid_event.hour_bounds` of the file's hour: `hour` (a datetime or
+    "YYYY-MM-DD-H"), else the one its name gives; a file not named by its hour is held to
+    `valid_event.absolute_bounds` only.  A truncated or corrupt gzip ends the file early (counted
+    once); every complete line before that point is still read.  Identical bad lines in a row (a
+    newline bomb) cost one look each."""
     stats = stats if stats is not None else ReadStats()
     path = Path(path)
     stats.files += 1
+    hour = hours_mod.as_hour(hour) if hour is not None else hours_mod.hour_of_file(path)
+    lo_ms, hi_ms = (valid_event.hour_bounds(hours_mod.ms(hour)) if hour is not None
+                    else valid_event.absolute_bounds())
+    validate, skip, skipped = valid_event.validate, stats.skip, stats.skipped
     lineno = 0
-    loads, skip = orjson.loads, stats.skip
+    # Runs of blank lines and of one bad line repeated (a newline bomb inflates to millions) are
+    # counted when the run ends: a few tens of nanoseconds a line.
+    blanks, first_blank = 0, 0
+    last_bad, last_verdict, repeats = None, None, 0
+    # Short bad lines seen before -> why; a bomb repeats a block of garbage (that is what makes it
+    # compress), so its lines are looked up, not parsed again.
+    known_bad: dict[bytes, Invalid] = {}
     try:
-        with gzip.open(path, "rb") as f:
-            for line in _lines(f, max_line_bytes):
-                lineno += 1
-                stats.lines += 1
-                if line is None:
-                    skip("line_too_long", f"{path}:{lineno}", f"over {max_line_bytes} bytes")
-                    continue
-                try:
-                    obj = loads(line)
-                except orjson.JSONDecodeError:
-                    if not line.strip():
-                        skip("empty_line", f"{path}:{lineno}")
+        with open(path, "rb") as f:
+            for lines in _line_batches(_inflate(f), max_line_bytes):
+                for line in lines:
+                    lineno += 1
+                    if not line:
+                        if line is None:
+                            skip("line_too_long", path, lineno, f"over {max_line_bytes} bytes")
+                            continue
+                        if not blanks:
+                            first_blank = lineno
+                        blanks += 1
                         continue
-                    if b"\x00" in line:
-                        skip("nul_bytes", f"{path}:{lineno}")
+                    if line == last_bad:
+                        repeats += 1
                         continue
-                    obj, kind, detail = _parse_fallback(line)
-                    if kind:
-                        skip(kind, f"{path}:{lineno}", detail)
+                    if blanks:
+                        skip("empty_line", path, first_blank, count=blanks)
+                        blanks = 0
+                    if repeats:
+                        skip(last_verdict.kind, path, lineno, count=repeats)
+                        repeats = 0
+                    raw = line
+                    if line[-1] == 13:                 # b"\r": a CRLF file
+                        line = line[:-1]
+                    if len(line) > max_line_bytes:
+                        skip("line_too_long", path, lineno, f"over {max_line_bytes} bytes")
                         continue
-                if type(obj) is not dict:
-                    skip("not_an_object", f"{path}:{lineno}", type(obj).__name__)
-                    continue
-                created = obj.get("created_at")
-                if type(created) is not str:
-                    skip("missing_created_at", f"{path}:{lineno}")
-                    continue
-                try:
-                    ts = created_at_ms(created)
-                except ValueError:
-                    skip("bad_created_at", f"{path}:{lineno}", repr(created[:40]))
-                    continue
-                repo = obj.get("repo")
-                if type(repo) is not dict:
-                    skip("missing_repo", f"{path}:{lineno}")
-                    continue
-                name = repo.get("name")
-                if type(name) is not str or not name:
-                    skip("missing_repo_name", f"{path}:{lineno}")
-                    continue
-                stats.events += 1
-                yield Event(ts, name, line)
-    except EOFError as e:
-        skip("truncated_gzip", f"{path}:{lineno + 1}",
-             f"{e}; the {lineno} lines before were read")
-    except (zlib.error, gzip.BadGzipFile, OSError) as e:
-        skip("corrupt_gzip", f"{path}:{lineno + 1}", f"{e}; the {lineno} lines before were read")
+                    short = len(raw) <= config.KNOWN_BAD_LINE_BYTES
+                    if short and raw in known_bad:   # seen (so counted and logged) in this file
+                        last_bad, last_verdict = raw, known_bad[raw]
+                        skipped[last_verdict.kind] += 1
+                        continue
+                    verdict = validate(line, lo_ms, hi_ms)
+                    if type(verdict) is Invalid:
+                        last_bad, last_verdict = raw, verdict
+                        if short:
+                            if len(known_bad) >= config.KNOWN_BAD_LINES:
+                                known_bad.clear()
+                            known_bad[raw] = verdict
+                        skip(verdict.kind, path, lineno, verdict.detail)
+                        continue
+                    stats.events += 1
+                    yield Event(verdict.created_at_ms, verdict.repo, line)
+    except _Truncated as e:
+        skip("truncated_gzip", path, lineno + 1, f"{e}; the {lineno} lines before were read")
+    except (zlib.error, OSError) as e:
+        skip("corrupt_gzip", path, lineno + 1, f"{e}; the {lineno} lines before were read")
+    finally:
+        if blanks:
+            skip("empty_line", path, first_blank, count=blanks)
+        if repeats:
+            skip(last_verdict.kind, path, lineno, count=repeats)
+        stats.lines += lineno
 
 
 def read_files(paths: Iterable, stats: ReadStats | None = None) -> Iterator[Event]:

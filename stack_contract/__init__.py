@@ -4,6 +4,8 @@ archive_streamer, star_leaders and the dashboard import them from here.  Standar
 streamer and the dashboard load it without the engine.  docker-compose.yaml and scripts/stack.sh write
 the names again as shell defaults (STAR_LEADERS_EVENTS_TOPIC, STAR_LEADERS_LEADERBOARD_TOPIC,
 STAR_LEADERS_APP_ID); tests/test_stack_compose.py checks that they agree with this module.
+The definition of a valid archive event, which the streamer and star_leaders' decoder share, is the
+submodule `stack_contract.valid_event` (it needs orjson, so this module does not import it).
 """
 from typing import TypedDict
 

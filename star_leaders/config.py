@@ -9,6 +9,10 @@ fresh state (new consumer group / changelog), not a restart.
 # application's name (the workers' consumer group) and the window's shape.
 from stack_contract import APP_NAME, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS  # noqa: F401
 from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC  # noqa: F401
+# What a valid event is (these two limits included) is stack_contract.valid_event's, shared with the
+# archive streamer: the decoder applies it (events.py).
+from stack_contract.valid_event import CREATED_AT_MAX_LENGTH as TIME_MAX_LENGTH  # noqa: F401
+from stack_contract.valid_event import REPO_NAME_MAX_LENGTH  # noqa: F401
 
 STATE_NAME = "repo-metadata"
 
@@ -25,8 +29,6 @@ INTERESTING_TYPES = (WATCH_EVENT, FORK_EVENT, PULL_REQUEST_EVENT)
 # 1..REPO_NAME_MAX_LENGTH characters, or `created_at` is not an ISO-8601 time (naive means UTC) of at
 # most TIME_MAX_LENGTH characters.  Display strings are truncated, ending in an ellipsis.
 ID_MAX_LENGTH = 40
-REPO_NAME_MAX_LENGTH = 200           # GitHub's own limit is 39 (owner) + 1 + 100 (name)
-TIME_MAX_LENGTH = 40
 TITLE_MAX_LENGTH = 120               # pull request title, in recent events
 ACTOR_MAX_LENGTH = 100               # actor login (GitHub's limit is 39)
 URL_MAX_LENGTH = 300                 # pull request / fork html_url

@@ -1,14 +1,15 @@
 """What comes in: GH Archive records decoded (`decoder`) and trimmed to `RepoEvent`s
 (`filter_interesting_events`), the first two steps of the pipeline in app.py.
 
-Input is the public archive, i.e. untrusted: a record that is not JSON raises in the decoder (the
-runtime dead-letters it); an event with odd fields is dropped by the filter, never raised."""
-from datetime import datetime, timedelta, timezone
+Input is the public archive, i.e. untrusted, and the decoder holds it to the same definition of a
+valid event as the archive streamer (stack_contract.valid_event), with `absolute_bounds` for
+created_at (it has no hour file): a record that is not a JSON object raises in the decoder (the
+runtime dead-letters it, with the reason); an object without a usable created_at or repository, and
+an event with odd fields, is dropped, never raised.  Lone surrogate escapes are read as U+FFFD."""
 from typing import NamedTuple
 
-import orjson
-
 import wallaroo
+from stack_contract.valid_event import NOT_AN_OBJECT_KINDS, Valid, absolute_bounds, created_at_ms, validate
 
 from . import config
 
@@ -24,18 +25,28 @@ def decoder(data):
     An interesting event contains its type name in its raw bytes, so a record with none of the three
     names (see `may_be_interesting`) is dropped without parsing it: it is only checked to start with
     "{" and end with "}" (so garbage and truncated lines are still dead-lettered).  Everything else is
-    parsed with orjson; a record that is not JSON raises, and the runtime dead-letters it."""
+    validated (`stack_contract.valid_event.validate`): a record that is not a JSON object raises
+    InvalidRecord, and the runtime dead-letters it; an object that is not a valid event is None."""
     if type(data) is not bytes:
         if data is None:
-            raise ValueError("empty record value (tombstone)")
+            raise InvalidRecord("empty record value (tombstone)")
         data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     if may_be_interesting(data):
-        return orjson.loads(data)
+        verdict = validate(data, *absolute_bounds())
+        if type(verdict) is Valid:
+            return verdict.event
+        if verdict.kind in NOT_AN_OBJECT_KINDS:
+            raise InvalidRecord(f"{verdict.kind}{': ' if verdict.detail else ''}{verdict.detail}")
+        return None
     if not (data.startswith(b"{") and data.endswith((b"}", b"}\n", b"}\r\n"))):
         stripped = data.strip()
         if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
-            raise ValueError("record is not a JSON object")
+            raise InvalidRecord("record is not a JSON object")
     return None
+
+
+class InvalidRecord(ValueError):
+    """A source record that is not a JSON object (the runtime dead-letters it with this message)."""
 
 
 def may_be_interesting(data):
@@ -124,21 +135,10 @@ def filter_interesting_events(event):
                      action=_text(payload.get("action"), config.ACTION_MAX_LENGTH))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_SECOND = timedelta(seconds=1)
-
-
 def epoch_seconds(created_at):
     """ISO-8601 text -> whole seconds since the epoch (UTC; naive times are UTC), or None if unusable."""
-    if type(created_at) is not str or len(created_at) > config.TIME_MAX_LENGTH:
-        return None
-    try:
-        dt = datetime.fromisoformat(created_at)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return (dt - _EPOCH) // _SECOND
-    except (ValueError, OverflowError):
-        return None
+    ms = created_at_ms(created_at)
+    return None if ms is None else ms // 1000
 
 
 def _text(value, limit):

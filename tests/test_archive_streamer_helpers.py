@@ -42,3 +42,13 @@ def sent_count(stderr: str) -> int:
     m = re.search(r"^archive-streamer: sent (\d+) events", stderr, re.M)
     assert m, stderr
     return int(m.group(1))
+
+
+def skip_counts(stderr: str) -> dict[str, int]:
+    """{kind: count} from the streamer's `skipped N: kind=count (first at ...), ...` summary line."""
+    import re
+    m = re.search(r"^archive-streamer: skipped (\d+)(?:: (.*))?$", stderr, re.M)
+    assert m, stderr
+    counts = {kind: int(n) for kind, n in re.findall(r"(\w+)=(\d+) \(first at ", m.group(2) or "")}
+    assert sum(counts.values()) == int(m.group(1)), m.group(0)
+    return counts
