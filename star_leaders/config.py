@@ -6,13 +6,12 @@ of the state layout (state is partitioned and checkpointed by these keys), so ch
 fresh state (new consumer group / changelog), not a restart.
 """
 # Shared with the streamer and the dashboard, so they live in stack_contract: the topics, the
-# application's name (the workers' consumer group) and the window's shape.
-from stack_contract import APP_NAME, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS
+# application's name (the workers' consumer group), the window's shape and the partition count.
+from stack_contract import APP_NAME, PARTITION_COUNT, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS
 from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC
 
 STATE_NAME = "repo-metadata"
 
-PARTITION_COUNT = 32                 # state partitions; a repo's partition is crc32(name) % this
 PARTITION_KEYS = list(range(PARTITION_COUNT))
 
 WATCH_EVENT = "WatchEvent"           # a star
