@@ -10,6 +10,7 @@ bounds connections.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -65,26 +66,14 @@ class StreamSlots:
             return sum(self._open.values())
 
 
+HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?", re.ASCII)
+
+
 def host_name(header: str | None) -> str | None:
     """The name of a Host header, lower case and without its port ("[::1]:5000" -> "[::1]");
     None when it is not host[:port]."""
-    if not header or len(header) > 300:
-        return None
-    header = header.strip().lower()
-    if header.startswith("["):
-        end = header.find("]")
-        name, rest = header[:end + 1], header[end + 1:]
-        if end < 0:
-            return None
-    else:
-        name, sep, rest = header.rpartition(":")
-        if not sep:
-            name, rest = header, ""
-        else:
-            rest = ":" + rest
-    if rest and not (rest.startswith(":") and rest[1:].isdigit() and rest[1:].isascii()):
-        return None
-    return name or None
+    m = HOST_HEADER.fullmatch((header or "").strip().lower())
+    return m.group(1) if m else None
 
 
 class Runtime:
