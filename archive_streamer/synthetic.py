@@ -5,7 +5,9 @@
 real hours (2015-01-01-12 and 2021-07-21 samples):
 - the event-type mix (PushEvent ~50%, CreateEvent ~12%, WatchEvent ~8.5%, ...; Watch+Fork+PR ~15%);
 - sizes: ~2 KB of JSON per event on average; PR and review-comment events carry full API objects;
-- a Zipf-like popularity of repositories (a few very busy ones, a long tail) and of actors;
+- a Zipf-like popularity of repositories (a few very busy ones, a long tail) and of actors; with
+  `long_tail=K`, also K equally rare repositories taking TAIL_SHARE of the events (a real 2018 day
+  spreads its stars, forks and PRs over ~10^5 repositories, more than the Zipf head gives);
 - bursts: a few short windows per hour with many more events, partly on one repository;
 - files mostly but not strictly ordered by created_at, and the odd repeated event (same id);
 - PR and issue titles that sometimes contain HTML such as `<script>alert(1)</script>`.
@@ -36,6 +38,7 @@ DUPLICATE_RATE = 0.001      # the archive repeats an event now and then; so do w
 DISORDER_RATE = 0.005       # events stamped a few seconds before their neighbours
 BURST_SHARE = 0.2           # share of an hour's events that fall into its bursts
 HTML_TITLE_RATE = 0.03      # PR/issue titles with markup in them
+TAIL_SHARE = 0.4            # with a long tail: share of events on its repositories
 HTML_SNIPPETS = ("<script>alert(1)</script>", "<b>bold</b>", "<img src=x onerror=alert(1)>",
                  "<i>WIP</i>", "</title><h1>", "&lt;div&gt; & <div>", '"><svg onload=alert(1)>')
 
@@ -70,6 +73,7 @@ class _Universe:
     """The users and repositories of one seed."""
 
     def __init__(self, seed: int):
+        self.seed = seed
         rng = random.Random(f"universe/{seed}")
         self.users = []
         for i in range(N_USERS):
@@ -99,6 +103,17 @@ class _Universe:
         for _, pct in EVENT_MIX:
             total += pct
             self.type_cum.append(total)
+
+    def repo(self, ix: int) -> tuple:
+        """Repository `ix`: one of the N_REPOS popular ones, or one of the long tail, made when
+        asked for (a tail of 10^6 kept in memory would cost hundreds of MB)."""
+        if ix < N_REPOS:
+            return self.repos[ix]
+        rng = random.Random(f"tail/{self.seed}/{ix}")
+        owner, owner_id = self.users[rng.randrange(N_USERS)]
+        name = f"{rng.choice(PROJECT_WORDS)}-{rng.choice(PROJECT_WORDS)}-{ix}"   # ix: unique
+        return (f"{owner}/{name}", 10_000_000 + ix * 53 + rng.randrange(53), owner, owner_id, False,
+                rng.choice(LANGUAGES))
 
 
 _universes: dict[int, _Universe] = {}
@@ -193,7 +208,7 @@ class _Hour:
         self.hour = hour
 
     def event(self, eid: int, etype: str, repo_ix: int, user_ix: int, ts: str) -> dict:
-        full, rid, owner, owner_id, is_org, language = self.uni.repos[repo_ix]
+        full, rid, owner, owner_id, is_org, language = self.uni.repo(repo_ix)
         login, uid = self.uni.users[user_ix]
         ev = {"id": str(eid), "type": etype,
               "actor": {"id": uid, "login": login, "display_login": login.removesuffix("[bot]"),
@@ -362,11 +377,14 @@ def _seconds(rng: random.Random, n: int) -> tuple[list[int], list[int]]:
     return secs, [b for _, b in pairs]
 
 
-def generate_hour(seed: int, hour, events_per_hour: int) -> Iterator[Event]:
-    """The `events_per_hour` events (lines) of one synthetic archive hour, in file order."""
+def generate_hour(seed: int, hour, events_per_hour: int, long_tail: int = 0) -> Iterator[Event]:
+    """The `events_per_hour` events (lines) of one synthetic archive hour, in file order;
+    `long_tail` extra, equally rare repositories get TAIL_SHARE of them."""
     hour = as_hour(hour)
     if not 0 < events_per_hour <= MAX_EVENTS_PER_HOUR:
         raise ValueError(f"events_per_hour must be 1..{MAX_EVENTS_PER_HOUR}")
+    if long_tail < 0:
+        raise ValueError("long_tail must be >= 0")
     uni = _universe(seed)
     h = _Hour(uni, seed, hour)
     rng = h.rng
@@ -380,6 +398,10 @@ def generate_hour(seed: int, hour, events_per_hour: int) -> Iterator[Event]:
     for i in range(n):
         if burst_of[i] >= 0 and rng.random() < 0.33:
             repo_ix[i] = burst_repo[burst_of[i]]
+    if long_tail:        # drawn after everything else, so long_tail=0 leaves the hour as it was
+        for i in range(n):
+            if rng.random() < TAIL_SHARE:
+                repo_ix[i] = N_REPOS + rng.randrange(long_tail)
     base_ms = ms(hour)
     prefix = f"{hour:%Y-%m-%dT%H}:"
     stamps = [f"{prefix}{s // 60:02d}:{s % 60:02d}Z" for s in range(3600)]
@@ -398,9 +420,10 @@ def generate_hour(seed: int, hour, events_per_hour: int) -> Iterator[Event]:
 
 def generate_events(seed: int = config.DEFAULT_SEED, start_hour=config.DEFAULT_START,
                     hours: int = 1,
-                    events_per_hour: int = config.DEFAULT_EVENTS_PER_HOUR) -> Iterator[Event]:
+                    events_per_hour: int = config.DEFAULT_EVENTS_PER_HOUR,
+                    long_tail: int = 0) -> Iterator[Event]:
     """`hours` synthetic archive hours from `start_hour` (datetime or "YYYY-MM-DD-H"), one after
-    the other: `Event(ts_ms, repo, line)` tuples, deterministic for a seed."""
+    the other: `Event(ts_ms, repo, line)` tuples, deterministic for a seed (and long tail)."""
     first = as_hour(start_hour)
     for i in range(hours):
-        yield from generate_hour(seed, first + i * HOUR, events_per_hour)
+        yield from generate_hour(seed, first + i * HOUR, events_per_hour, long_tail)

@@ -7,8 +7,8 @@ fresh state (new consumer group / changelog), not a restart.
 """
 # Shared with the streamer and the dashboard, so they live in stack_contract: the topics, the
 # application's name (the workers' consumer group), the window's shape and the partition count.
-from stack_contract import APP_NAME, PARTITION_COUNT, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS
-from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC
+from stack_contract import APP_NAME, PARTITION_COUNT, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS  # noqa: F401
+from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC  # noqa: F401
 
 STATE_NAME = "repo-metadata"
 

@@ -43,10 +43,11 @@ def admin(kafka):
     return AdminClient({"bootstrap.servers": kafka})
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None) -> None:
+def create_topic(bootstrap: str, name: str, partitions: int = 1, config: dict | None = None,
+                 replication: int = 1) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
     admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
-    futures = admin.create_topics([NewTopic(name, partitions, 1, config=config or {})])
+    futures = admin.create_topics([NewTopic(name, partitions, replication, config=config or {})])
     futures[name].result(30)
 
 

@@ -4,6 +4,7 @@ from collections import Counter
 from datetime import datetime, timezone
 
 import orjson
+import pytest
 
 from archive_streamer import synthetic
 from archive_streamer.hours import HOUR, ms, parse_hour
@@ -108,3 +109,30 @@ def test_any_number_of_hours_and_datetime_start():
     assert len(events) == 40
     assert sorted({e.ts_ms // 3_600_000 for e in events}) == [
         ms(start + i * HOUR) // 3_600_000 for i in range(4)]
+
+
+def test_long_tail_spreads_events_over_many_rare_repositories():
+    plain = list(synthetic.generate_events(7, START, 1, 6000))
+    assert list(synthetic.generate_events(7, START, 1, 6000, long_tail=0)) == plain
+    tailed = list(synthetic.generate_events(7, START, 1, 6000, long_tail=1_000_000))
+    assert tailed == list(synthetic.generate_events(7, START, 1, 6000, long_tail=1_000_000))
+    popular = {full for full, *_ in synthetic._universe(7).repos}
+    in_tail = [e for e in tailed if e.repo not in popular]
+    assert 0.35 * len(tailed) <= len(in_tail) <= 0.45 * len(tailed)
+    tail_counts = Counter(e.repo for e in in_tail)
+    assert sum(1 for c in tail_counts.values() if c == 1) > 0.9 * len(tail_counts)   # rare: mostly once
+    assert len({e.repo for e in tailed}) > 1.3 * len({e.repo for e in plain})
+    for e in in_tail[:300]:
+        d = orjson.loads(e.line)
+        assert e.repo == d["repo"]["name"] and re.fullmatch(r"[^/\s]+/[^/\s]+", e.repo)
+        assert d["repo"]["url"] == f"https://api.github.com/repos/{e.repo}"
+    ids = {}
+    for e in in_tail:
+        d = orjson.loads(e.line)
+        assert ids.setdefault(e.repo, d["repo"]["id"]) == d["repo"]["id"]     # one id per repository
+    assert len(set(ids.values())) == len(ids)
+
+
+def test_long_tail_must_not_be_negative():
+    with pytest.raises(ValueError):
+        list(synthetic.generate_hour(7, START, 10, long_tail=-1))

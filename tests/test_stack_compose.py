@@ -150,13 +150,18 @@ def test_kraft_properties_all_set(kenv):
     assert set(kenv["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
 
 
+def local_broker_properties(heredoc: str = "PROPS") -> dict[str, str]:
+    """What kafka/kafka.sh writes into server.properties: the `PROPS` heredoc every node gets, or the
+    `CLUSTER` one it adds on a cluster (values unexpanded: `$rf`, `$min_isr`...)."""
+    text = (ROOT / "kafka" / "kafka.sh").read_text()
+    block = re.search(rf'cat >>? "\$node_dir/server.properties" <<{heredoc}\n(.*?)\n{heredoc}\n', text, re.S)
+    assert block, f"cannot find the server.properties heredoc {heredoc} in kafka/kafka.sh"
+    return dict(line.split("=", 1) for line in block.group(1).splitlines() if line and not line.startswith("#"))
+
+
 def test_every_local_broker_property_is_in_compose(kenv):
     """kafka/kafka.sh's server.properties is the tested single-node set; compose must not drift from it."""
-    text = (ROOT / "kafka" / "kafka.sh").read_text()
-    block = re.search(r'cat > "\$run/server.properties" <<PROPS\n(.*?)\nPROPS', text, re.S)
-    assert block, "cannot find the server.properties heredoc in kafka/kafka.sh"
-    keys = [line.split("=", 1)[0] for line in block.group(1).splitlines()
-            if line and not line.startswith("#")]
+    keys = list(local_broker_properties())
     assert len(keys) > 10
     test_only = {"group.min.session.timeout.ms"}   # lets tests use short session timeouts
     missing = [k for k in keys if k not in test_only and "KAFKA_" + k.upper().replace(".", "_") not in kenv]

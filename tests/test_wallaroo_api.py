@@ -38,11 +38,15 @@ def _builder():
     return wallaroo.ApplicationBuilder("bad"), src, sink
 
 
-def test_build_rejects_pipeline_without_sink():
-    ab, src, _ = _builder()
+def test_build_rejects_an_application_without_any_sink():
+    """Wallaroo 0.5's rule: a pipeline may end with done(), but the application needs a sink somewhere."""
+    ab, src, sink = _builder()
     ab.new_pipeline("lonely", src).to(wordcount.skip_comments).done()
-    with pytest.raises(wallaroo.ApplicationError, match="pipeline 'lonely': has no sink"):
+    with pytest.raises(wallaroo.ApplicationError, match="application 'bad' has no sink"):
         ab.build()
+    ab.new_pipeline("with a sink", wallaroo.KafkaSourceConfig("in2", "b:1", "Warn", wordcount.decode)).to_sink(sink)
+    app = ab.build()
+    assert [p.sinks for p in app.pipelines][0] == [] and app.pipelines[1].sink.topic == "out"
 
 
 def test_build_rejects_pipeline_without_source():

@@ -24,7 +24,8 @@ def produce(bootstrap, topic, lines, *, rate=None, start_ms=1_420_000_000_000, p
 
     `pause` (a threading.Event): after half the lines, wait until it is set (at most 120 s), so a
     test can kill a worker while input is certainly still to come."""
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    # Idempotent: a retry across a broker restart must not duplicate input (the counts would be off).
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
     t0 = time.monotonic()
     for i, line in enumerate(lines):
         if pause is not None and i == len(lines) // 2:

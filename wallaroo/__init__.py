@@ -1,4 +1,5 @@
-"""Wallaroo's 0.4 Python application API, running on Kafka.
+"""Wallaroo's 0.4 Python application API (with 0.5's to_sinks, sink-less pipelines and 3-tuple
+encoders), running on Kafka.
 
 An application module defines `application_setup(args)` returning `ApplicationBuilder(...).build()`;
 `machida --application-module NAME ...` runs it on Kafka, `wallaroo.testing.run_local` runs it in memory.
@@ -14,9 +15,11 @@ from .decorators import (computation, computation_multi, decoder, encoder, parti
                          state_computation, state_computation_multi)
 from .kafka import (KafkaSinkConfig, KafkaSourceConfig, kafka_parse_sink_options,
                     kafka_parse_source_options)
+from .tcp import TCPSinkConfig, TCPSourceConfig, tcp_parse_input_addrs, tcp_parse_output_addrs
 
 __all__ = [
     "Application", "ApplicationBuilder", "ApplicationError", "KafkaSinkConfig", "KafkaSourceConfig",
     "computation", "computation_multi", "decoder", "encoder", "event_time", "kafka_parse_sink_options",
     "kafka_parse_source_options", "partition", "state_computation", "state_computation_multi",
+    "TCPSinkConfig", "TCPSourceConfig", "tcp_parse_input_addrs", "tcp_parse_output_addrs",
 ]

@@ -1,6 +1,30 @@
 """Kafka source and sink configuration, and the 0.4 command-line option parsers."""
 import argparse
 
+# 0.4's log level names, as librdkafka's syslog levels. "Fine" also turns on librdkafka's debug output
+# (level 7 alone prints nothing more): the client's configuration at start, general, broker and topic
+# events.
+LOG_LEVELS = {"fine": 7, "info": 6, "warn": 4, "error": 3}
+FINE_DEBUG_CONTEXTS = "conf,generic,broker,topic"
+
+
+def log_level_error(level):
+    """Why `level` is not a 0.4 log level name, or None."""
+    if isinstance(level, str) and level.lower() in LOG_LEVELS:
+        return None
+    return f"log_level {level!r} is not one of Fine, Info, Warn, Error"
+
+
+def librdkafka_log_settings(levels):
+    """librdkafka settings for the most verbose of `levels` (0.4 names); {} when there are none."""
+    if not levels:
+        return {}
+    level = max(LOG_LEVELS[name.lower()] for name in levels)
+    settings = {"log_level": level}
+    if level == LOG_LEVELS["fine"]:
+        settings["debug"] = FINE_DEBUG_CONTEXTS
+    return settings
+
 
 def brokers_string(brokers) -> str:
     """Accept "h:p,h:p", ["h:p"], or 0.4's [("h", "p")] and return librdkafka's "h:p,h:p"."""
@@ -33,7 +57,8 @@ class KafkaSourceConfig:
 
 
 class KafkaSinkConfig:
-    """Write the pipeline's outputs to `topic`; `encoder` returns bytes or (bytes, key)."""
+    """Write the pipeline's outputs to `topic`; `encoder` returns bytes, (bytes, key) or, as in 0.5,
+    (bytes, key, partition). `max_produce_buffer_ms` > 0 becomes the producer's linger.ms."""
 
     def __init__(self, topic, brokers, log_level="Warn", max_produce_buffer_ms=0,
                  max_message_size=100000, encoder=None):
@@ -43,6 +68,7 @@ class KafkaSinkConfig:
         self.max_produce_buffer_ms = int(max_produce_buffer_ms)
         self.max_message_size = int(max_message_size)
         self.encoder = encoder
+        self.partitions = None        # the topic's partition count, once the runtime has looked
 
 
 def kafka_parse_source_options(args):

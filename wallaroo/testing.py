@@ -18,6 +18,7 @@ from .runtime import topics
 from .runtime.routing import key_from_bytes
 from .runtime.serde import Serde, load_state
 from .runtime.task import Task
+from .runtime.edges import bind
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SinkRecord:
     value: bytes
     key: bytes | None
     timestamp: int | None
+    partition: int | None = None      # what a 0.5 encoder's (value, key, partition) asked for
 
 
 @dataclass
@@ -103,8 +105,8 @@ class LocalCollector:
         offset = self.offsets[(topic, partition)] = self.offsets.get((topic, partition), -1) + 1
         self.queue.append(LocalMessage(topic, partition, offset, key, value, headers, ts))
 
-    def sink(self, topic, value, key, ts):
-        self.result.outputs.append(SinkRecord(topic, value, key, ts))
+    def sink(self, topic, value, key, ts, partition=None):
+        self.result.outputs.append(SinkRecord(topic, value, key, ts, partition))
 
     def dead_letter(self, m, step, error):
         self.result.dead_letters.append(DeadLetter(m.topic(), m.value(), _describe(step, error), str(step)))
@@ -139,10 +141,11 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1):
     `partitions` state partitions and runs `on_event_time`. Errors in `on_event_time`, which a Kafka
     worker logs and counts, are listed in `dead_letters` with an empty value."""
     application, module = load_application(app, args)
+    app_id = topics.application_id(application.name)
+    application = bind(application, app_id)       # TCP sources and sinks name their internal topics
     result = LocalResult()
     collector = LocalCollector(result)
-    task = Task(application, topics.application_id(application.name), Serde(module, application),
-                partitions, collector, name="local")
+    task = Task(application, app_id, Serde(module, application), partitions, collector, name="local")
     for store in task.stores.values():
         for p in range(partitions):
             store.adopt(p, {})

@@ -9,8 +9,12 @@ checkpoint is dropped, the consumer goes back to the committed offsets and state
 """
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from confluent_kafka import KafkaException, TopicPartition
+
+from .errors import is_fatal, is_fenced, retrying
 
 log = logging.getLogger("wallaroo.checkpoint")
 
@@ -19,63 +23,119 @@ class TransactionAborted(Exception):
     """The open transaction was aborted: in-memory progress since the last checkpoint is void."""
 
 
-class Transactions:
-    """The producer's transaction calls, with the engine's reaction to each kind of error."""
+class ClientsBroken(Exception):
+    """A Kafka client can no longer be trusted: a transaction call did not return by its deadline, the
+    producer is fatal or fenced, or the consumer cannot read its group's offsets. The worker replaces
+    its consumer and producer (see Worker._reconnect)."""
 
-    def __init__(self, producer, consumer, timeout_s=30.0):
+    def __init__(self, why, fenced=False):
+        super().__init__(why)
+        self.fenced = fenced
+
+
+class Transactions:
+    """The producer's transaction calls, each bounded in time, with the engine's reaction to each error.
+
+    librdkafka's own timeouts are not a guarantee: send_offsets_to_transaction has been seen blocking for
+    minutes after a broker restart (librdkafka #5456, #5511). So every call runs on a helper thread and
+    is waited for at most `timeout_s` plus a margin. Kafka refusing a commit aborts the transaction
+    (TransactionAborted: the caller rewinds); a call that does not return, a producer in a fatal or
+    fenced state, or an abort that fails raise ClientsBroken: the worker abandons this producer and
+    makes a new one with the same transactional id, which fences the old and settles its transaction.
+    """
+
+    def __init__(self, producer, consumer, timeout_s=10.0, margin_s=5.0, stopping=lambda: False):
         self.producer = producer
         self.consumer = consumer
         self.timeout_s = timeout_s
+        self.deadline_s = timeout_s + margin_s
+        self.stopping = stopping
         self.open = False
         self.commits = 0
+        self._calls = ThreadPoolExecutor(max_workers=1, thread_name_prefix="transactions")
 
-    def init(self, timeout_s=60.0):
-        self.producer.init_transactions(timeout_s)
+    def init(self):
+        """Register the transactional id (fencing any older producer with it), retrying while Kafka is
+        away; ClientsBroken if this producer cannot do it."""
+        attempt = 0
+        while True:
+            try:
+                self._bounded("init_transactions", self.producer.init_transactions, self.timeout_s)
+                return
+            except KafkaException as e:
+                if is_fatal(e):
+                    raise ClientsBroken(f"init_transactions: {e}", fenced=is_fenced(e.args[0])) from e
+                if self.stopping():
+                    raise
+                attempt += 1
+                log.warning("init_transactions failed (%s); retrying", e)
+                time.sleep(min(0.5 * attempt, 5.0))
+
+    def _bounded(self, what, fn, *args):
+        future = self._calls.submit(fn, *args)
+        try:
+            return future.result(self.deadline_s)
+        except FutureTimeout:
+            self.abandon()
+            raise ClientsBroken(f"{what} did not return within {self.deadline_s:.0f} s") from None
+
+    def abandon(self):
+        """Give up on this producer without waiting for it (a stuck call keeps its thread)."""
+        self.open = False
+        self._calls.shutdown(wait=False)
 
     def begin(self):
         if not self.open:
-            self.producer.begin_transaction()
+            try:
+                self.producer.begin_transaction()
+            except KafkaException as e:      # the producer is in an error state
+                raise ClientsBroken(f"begin_transaction: {e}", fenced=is_fenced(e.args[0])) from e
             self.open = True
 
     def commit(self, offsets: dict):
         """Commit the open transaction with `offsets` {(topic, partition): next offset}.
 
-        Raises TransactionAborted after aborting when Kafka refuses the commit (e.g. a rebalance
-        fenced us); re-raises fatal errors (another worker took our transactional id)."""
+        TransactionAborted when Kafka refused the commit and the transaction was aborted (e.g. a
+        rebalance fenced this member); ClientsBroken when the producer must be replaced."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         attempt = 0
         while True:
             try:
                 if tps:
-                    self.producer.send_offsets_to_transaction(
-                        tps, self.consumer.consumer_group_metadata(), self.timeout_s)
-                self.producer.commit_transaction(self.timeout_s)
+                    self._bounded("send_offsets_to_transaction", self.producer.send_offsets_to_transaction,
+                                  tps, self.consumer.consumer_group_metadata(), self.timeout_s)
+                self._bounded("commit_transaction", self.producer.commit_transaction, self.timeout_s)
                 self.open = False
                 self.commits += 1
                 return
             except KafkaException as e:
                 err = e.args[0]
-                if err.txn_requires_abort():
-                    log.warning("checkpoint refused (%s); aborting and rewinding to the last checkpoint", err)
-                    self.abort()
-                    raise TransactionAborted(str(err)) from e
-                if err.retriable() and attempt < 5:
+                if err.fatal() or is_fenced(err):
+                    raise ClientsBroken(f"checkpoint: {err}", fenced=is_fenced(err)) from e
+                if err.retriable() and not err.txn_requires_abort() and attempt < 5:
                     attempt += 1
                     time.sleep(0.2 * attempt)
                     continue
-                raise
+                log.warning("checkpoint refused (%s); aborting and rewinding to the last checkpoint", err)
+                self.abort()
+                raise TransactionAborted(str(err)) from e
 
     def abort(self):
-        if self.open:
-            try:
-                self.producer.abort_transaction(self.timeout_s)
-            finally:
-                self.open = False
+        if not self.open:
+            return
+        try:
+            self._bounded("abort_transaction", self.producer.abort_transaction, self.timeout_s)
+            self.open = False
+        except KafkaException as e:
+            raise ClientsBroken(f"abort_transaction: {e}", fenced=is_fenced(e.args[0])) from e
 
     def close(self, timeout_s=10.0):
         """Abort what is open and send what is queued."""
-        self.abort()
-        self.producer.flush(timeout_s)
+        try:
+            self.abort()
+            self.producer.flush(timeout_s)
+        finally:
+            self._calls.shutdown(wait=False)
 
 
 class Checkpointer:
@@ -132,13 +192,25 @@ class Checkpointer:
         self.collector.pending = False
         self.task.clock.newest = self.task.clock.sent
 
+    def recover(self, why):
+        """Producing failed mid-transaction (the producer or its transaction is broken): abort, or
+        replace the producer, and start over from the last checkpoint."""
+        log.warning("producing failed (%s); aborting and rewinding to the last checkpoint", why)
+        self.transactions.abort()
+        self.rewind()
+
     def rewind(self, exclude=()):
         """After an abort: drop in-memory progress, go back to the last committed offsets and state."""
         self._forget_progress()
         assignment = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in exclude]
         self.task.drop_state()
         if assignment:
-            for tp in self.consumer.committed(assignment, timeout=30):
+            try:
+                committed = retrying("reading committed offsets", lambda: self.consumer.committed(assignment, timeout=10),
+                                     self.transactions.stopping, deadline_s=30.0)
+            except KafkaException as e:     # seen for minutes after a broker restart: a new consumer helps
+                raise ClientsBroken(f"reading committed offsets: {e}") from e
+            for tp in committed:
                 if tp.offset >= 0:
                     self.consumer.seek(tp)
             self.restore([tp for tp in assignment if tp.topic in self.task.stores])

@@ -6,14 +6,16 @@ import os
 import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
+from .tcp import TCPBridgeError
 from .topics import TopologyError
-from .worker import Worker, WorkerOptions
+from .worker import Worker, WorkerFenced, WorkerOptions
 
 # Wallaroo's own cluster flags: meaningless here (Kafka's consumer group does membership), accepted so
-# old launch scripts keep working. Flags listed as True take a value.
+# old launch scripts keep working. Flags listed as True take a value. `--in`/`--out` are not among them:
+# they reach application_setup(args), for tcp_parse_input_addrs/tcp_parse_output_addrs.
 WALLAROO_FLAGS = {"--cluster-initializer": False, "--ponynoblock": False, "--join": True, "--control": True,
                   "--data": True, "--external": True, "--metrics": True, "--ponythreads": True,
-                  "--worker-count": True, "--in": True, "--out": True, "--resilience-dir": True}
+                  "--worker-count": True, "--resilience-dir": True}
 
 
 def parser():
@@ -22,7 +24,8 @@ def parser():
         prog="machida", description="Run a Wallaroo 0.4-style Python application on Kafka. Every worker "
         "started with the same application (id) joins one consumer group and shares the work and state.",
         epilog="Other arguments are passed to the application's application_setup(args), e.g. "
-        "--kafka_source_topic, --kafka_source_brokers, --kafka_sink_topic, --kafka_sink_brokers.")
+        "--kafka_source_topic, --kafka_source_brokers, --kafka_sink_topic, --kafka_sink_brokers, and --in/--out "
+        "for TCP sources and sinks.")
     p.add_argument("--application-module", required=True, help="module defining application_setup(args)")
     p.add_argument("--name", default=os.environ.get("WALLAROO_WORKER_NAME", defaults.name),
                    help="worker name, unique within the application (it names the transactional id); "
@@ -38,6 +41,15 @@ def parser():
                    help="how soon the group notices a worker is gone (default %(default)s)")
     p.add_argument("--purge-interval-ms", type=int, default=defaults.purge_interval_ms,
                    help="how often consumed repartition records are deleted from Kafka (default %(default)s)")
+    p.add_argument("--replication-factor", type=int, default=defaults.replication_factor,
+                   help="replication factor of the topics the worker creates (internal topics, missing "
+                        "sinks); default: that of the source topic")
+    p.add_argument("--min-insync-replicas", type=int, default=defaults.min_insync_replicas,
+                   help="min.insync.replicas of those topics; default: the broker's")
+    p.add_argument("--bootstrap-servers", default=os.environ.get("WALLAROO_BOOTSTRAP_SERVERS"),
+                   help="the Kafka brokers the worker keeps its topics on; default $WALLAROO_BOOTSTRAP_SERVERS, "
+                        "else the application's first Kafka source or sink brokers, else 127.0.0.1:9092 (an "
+                        "application with only TCP sources and sinks still runs on Kafka)")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
 
@@ -83,10 +95,11 @@ def main(argv=None):
         name=opts.name, application_id=opts.application_id,
         checkpoint_interval_ms=opts.checkpoint_interval_ms,
         transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
-        purge_interval_ms=opts.purge_interval_ms))
+        purge_interval_ms=opts.purge_interval_ms, replication_factor=opts.replication_factor,
+        min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers))
     try:
         worker.run()
-    except TopologyError as e:
+    except (TopologyError, TCPBridgeError, WorkerFenced) as e:
         sys.exit(f"machida: {e}")
     return 0
 

@@ -6,25 +6,35 @@ state restore only ask for a configuration here.
 from .topics import MAX_STATE_BYTES
 
 
-def producer_config(bootstrap, transactional_id, transaction_timeout_ms):
-    """The worker's one transactional producer: sink, repartition, changelog and dead-letter records."""
-    return {
+DEFAULT_LINGER_MS = 20
+
+
+def producer_config(bootstrap, transactional_id, transaction_timeout_ms, linger_ms=DEFAULT_LINGER_MS, log=None):
+    """The worker's one transactional producer: sink, repartition, changelog and dead-letter records.
+
+    `linger_ms`: the sinks' max_produce_buffer_ms when they set one; `log`: their log level
+    (wallaroo.kafka.librdkafka_log_settings)."""
+    return {**(log or {}),
         "bootstrap.servers": bootstrap,
         # Names the worker across restarts: a restarted worker fences its previous incarnation.
         "transactional.id": transactional_id,
+        # Transactions imply idempotence and acks=all; said here so nobody lowers it: a record is
+        # committed only once every in-sync replica has it (min.insync.replicas decides how many).
+        "acks": "all",
         # How long a crashed worker's open transaction can hold back read_committed readers.
         "transaction.timeout.ms": transaction_timeout_ms,
         # Output is committed once per checkpoint anyway: batch it big and compress it cheaply.
-        "linger.ms": 20, "batch.size": 1_000_000, "compression.type": "lz4",
+        "linger.ms": linger_ms, "batch.size": 1_000_000, "compression.type": "lz4",
         "queue.buffering.max.messages": 1_000_000,
         # A whole state object is one changelog record.
         "message.max.bytes": MAX_STATE_BYTES + 1024 * 1024,
     }
 
 
-def consumer_config(bootstrap, group_id, client_id, session_timeout_ms):
-    """The worker's consumer of its source and repartition topics, in the application's group."""
-    return {
+def consumer_config(bootstrap, group_id, client_id, session_timeout_ms, log=None):
+    """The worker's consumer of its source and repartition topics, in the application's group;
+    `log`: the Kafka sources' log level (wallaroo.kafka.librdkafka_log_settings)."""
+    return {**(log or {}),
         "bootstrap.servers": bootstrap,
         "group.id": group_id,
         "client.id": client_id,
@@ -72,3 +82,34 @@ def end_offsets_probe_config(bootstrap, group_id):
 
 def admin_config(bootstrap):
     return {"bootstrap.servers": bootstrap}
+
+
+def tcp_ingress_producer_config(bootstrap, max_frame_bytes):
+    """Writes what TCP sources receive into their internal topics, outside the worker's transactions
+    (an aborted checkpoint must not drop received frames)."""
+    return {
+        "bootstrap.servers": bootstrap,
+        # No duplicates when librdkafka retries; a frame counts as taken once every replica has it.
+        "enable.idempotence": True, "acks": "all",
+        "linger.ms": 5, "compression.type": "lz4",
+        "message.max.bytes": max_frame_bytes + 64 * 1024,
+    }
+
+
+def tcp_egress_consumer_config(bootstrap, group_id, client_id, session_timeout_ms):
+    """Reads TCP sinks' internal topics for the forwarder; its own group, so the sink topics' partitions
+    go to one worker each."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group_id,
+        "client.id": client_id,
+        # Only outputs of committed checkpoints are sent.
+        "isolation.level": "read_committed",
+        # Offsets are committed once the receiving host's TCP stack has acknowledged the bytes.
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": session_timeout_ms,
+        "heartbeat.interval.ms": max(100, session_timeout_ms // 5),
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    }

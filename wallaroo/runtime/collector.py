@@ -14,9 +14,8 @@ DEAD_LETTERS_LOGGED = 100        # then they are only counted
 
 
 class RecordCollector:
-    def __init__(self, producer, transactions, dead_letter_topic, name="worker"):
-        self.producer = producer
-        self.transactions = transactions
+    def __init__(self, transactions, dead_letter_topic, name="worker"):
+        self.transactions = transactions      # holds the current producer (it is replaced after a fault)
         self.dead_letter_topic = dead_letter_topic
         self.name = name
         self.pending = False          # produced something since the last checkpoint
@@ -25,8 +24,8 @@ class RecordCollector:
     def repartition(self, topic, partition, key, value, headers, ts):
         self.produce(topic, value, key, partition, ts, headers)
 
-    def sink(self, topic, value, key, ts):
-        self.produce(topic, value, key, None, ts, None)
+    def sink(self, topic, value, key, ts, partition=None):
+        self.produce(topic, value, key, partition, ts, None)
 
     def changelog(self, topic, partition, key, value):
         self.produce(topic, value, key, partition, None, None)
@@ -53,12 +52,13 @@ class RecordCollector:
             kwargs["partition"] = partition
         if ts is not None:
             kwargs["timestamp"] = ts
-        if not self.transactions.open:
-            self.transactions.begin()
+        transactions = self.transactions
+        if not transactions.open:
+            transactions.begin()
         self.pending = True
         while True:
             try:
-                self.producer.produce(topic, value, **kwargs)
+                transactions.producer.produce(topic, value, **kwargs)
                 return
             except BufferError:       # the local queue is full: let the producer send some
-                self.producer.poll(0.05)
+                transactions.producer.poll(0.05)

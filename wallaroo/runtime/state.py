@@ -11,6 +11,7 @@ import uuid
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from .clients import end_offsets_probe_config, restore_consumer_config
+from .errors import retrying
 from .routing import key_from_bytes
 from .serde import dump_state, load_state
 
@@ -63,11 +64,12 @@ class StateStore:
             self.drop(p)
 
 
-def restore(bootstrap, topic, partitions, timeout_s=300.0):
+def restore(bootstrap, topic, partitions, timeout_s=300.0, stopping=lambda: False):
     """Read changelog partitions from the start to their end; return {partition: {key bytes: state}}.
 
     read_committed, so a crashed worker's unfinished checkpoint is never restored (it waits for
-    that transaction to be aborted, at most the transaction timeout)."""
+    that transaction to be aborted, at most the transaction timeout). A partition without a leader
+    (a broker restarting, a topic just created) is waited for, up to `timeout_s`."""
     tables = {p: {} for p in partitions}
     if not partitions:
         return tables
@@ -78,7 +80,10 @@ def restore(bootstrap, topic, partitions, timeout_s=300.0):
         probe = Consumer(end_offsets_probe_config(bootstrap, f"restore-{uuid.uuid4().hex}"))
         try:
             for p in partitions:
-                _low, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+                _low, high = retrying(
+                    f"reading the end of {topic}[{p}]",
+                    lambda p=p: probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False),
+                    stopping, timeout_s)
                 if high > 0:
                     ends[p] = high
         finally:
@@ -96,7 +101,8 @@ def restore(bootstrap, topic, partitions, timeout_s=300.0):
                         raw[m.partition()].pop(m.key(), None)
                     else:
                         raw[m.partition()][m.key()] = m.value()
-                for tp in c.position([TopicPartition(topic, p) for p in pending]):
+                for tp in retrying(f"reading the restore position of {topic}",
+                                   lambda: c.position([TopicPartition(topic, p) for p in pending]), stopping):
                     if tp.offset >= ends[tp.partition]:
                         pending.discard(tp.partition)
                 if time.monotonic() > deadline:

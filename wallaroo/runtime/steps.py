@@ -147,13 +147,33 @@ def _unpack(name, result):
     return result
 
 
-def encode(encoder, data):
-    """Apply a sink encoder: returns (value bytes, key bytes or None)."""
-    out = encoder(data) if encoder is not None else data
-    key = None
+def encode(sink, data):
+    """Apply a sink's encoder: (value bytes, key bytes or None, partition or None).
+
+    The encoder returns bytes (or str), `(value, key)`, or 0.5's `(value, key, partition)`: the
+    partition of the sink topic to write to (None: by key, as Kafka's partitioner decides). Raises
+    ValueError/TypeError for what cannot be written, so the output is dead-lettered instead of failing
+    the checkpoint's transaction."""
+    out = sink.encoder.encode(data) if sink.encoder is not None else data
+    key = partition = None
     if isinstance(out, tuple):
-        out, key = out
-    return _as_bytes(out, "value"), (None if key is None else _as_bytes(key, "key"))
+        if len(out) == 2:
+            out, key = out
+        elif len(out) == 3:
+            out, key, partition = out
+        else:
+            raise TypeError(f"encoder returned a tuple of {len(out)}; expected (value, key) or (value, key, partition)")
+    value = _as_bytes(out, "value")
+    if len(value) > sink.max_message_size > 0:
+        raise ValueError(f"encoded output is {len(value)} bytes, over the sink's max_message_size "
+                         f"{sink.max_message_size}")
+    if partition is not None:
+        if isinstance(partition, bool) or not isinstance(partition, int) or partition < 0:
+            raise TypeError(f"encoder returned partition {partition!r}; expected None or an int >= 0")
+        if sink.partitions is not None and partition >= sink.partitions:
+            raise ValueError(f"encoder returned partition {partition}, but sink topic {sink.topic} has "
+                             f"{sink.partitions} partitions")
+    return value, (None if key is None else _as_bytes(key, "key")), partition
 
 
 def _as_bytes(x, what):

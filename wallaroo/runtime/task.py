@@ -131,16 +131,15 @@ class Task:
                                    self.headers[ps.id], self.current_ts)
 
     def _sink(self, pi, data):
-        sink = self.app.pipelines[pi].sink
-        try:
-            value, key = encode(sink.encoder, data)
-        except Exception as e:  # noqa: BLE001 - user code
-            raise StepError("encoder", e) from e
-        if len(value) > sink.max_message_size > 0:
-            raise StepError("encoder", ValueError(
-                f"encoded output is {len(value)} bytes, over the sink's max_message_size {sink.max_message_size}"))
-        self.stats["out"] += 1
-        self.collector.sink(sink.topic, value, key, self.current_ts)
+        records = []                    # all sinks encode before any writes: an output goes to all or none
+        for sink in self.app.pipelines[pi].sinks:      # none when the pipeline ended with done()
+            try:
+                records.append((sink.topic, *encode(sink, data)))
+            except Exception as e:  # noqa: BLE001 - user code, or an output no sink can take
+                raise StepError("encoder", e) from e
+        for topic, value, key, partition in records:
+            self.stats["out"] += 1
+            self.collector.sink(topic, value, key, self.current_ts, partition)
 
     def dead_letter(self, m, step, error):
         self.stats["dead"] += 1

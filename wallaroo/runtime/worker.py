@@ -4,24 +4,41 @@ The worker owns the loop: it consumes source and repartition records and hands e
 (task.py), which runs the steps and produces through the record collector (collector.py); every
 checkpoint interval the checkpointer commits one transaction (checkpoint.py). Partitions move between
 workers through the consumer group's rebalances: on revoke the worker checkpoints, on assign it
-restores state from the changelog (state.py).
+restores state from the changelog (state.py). When a Kafka client can no longer be trusted (a call that
+never returns after a broker restart, a fenced producer), the worker replaces both clients and rejoins
+the group: state comes back from the changelog, input from the committed offsets (see README, "When
+Kafka fails").
 """
 import logging
 import signal
+import threading
 import time
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from . import clients, topics
-from .checkpoint import Checkpointer, Transactions
+from . import clients, edges, topics
+from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .serde import Serde
 from .state import restore
 from .task import Task
+from .tcp import Bridges
 
 log = logging.getLogger("wallaroo.worker")
+
+# Fenced again this soon after a reconnect means another live worker has our transactional id (the
+# same --name): reconnecting again would only fence it back.
+FENCED_TWICE_WINDOW_S = 60.0
+
+
+class ConsumerFailed(KafkaException):
+    """The consumer reported a fatal error: the worker cannot go on."""
+
+
+class WorkerFenced(RuntimeError):
+    """Another live worker uses this worker's transactional id: this one must stop."""
 
 
 @dataclass
@@ -34,47 +51,102 @@ class WorkerOptions:
     session_timeout_ms: int = 10000       # how soon the group notices a worker is gone
     stats_interval_s: float = 10.0
     purge_interval_ms: int = 30000        # how often consumed repartition records are deleted
+    replication_factor: int | None = None  # of the topics the worker creates; default: the source's
+    min_insync_replicas: int | None = None  # of those topics; default: the broker's
     bootstrap: str | None = None          # default: the first pipeline's source brokers
 
 
 class Worker:
     def __init__(self, app, module=None, options: WorkerOptions | None = None):
-        self.app = app
         self.opts = options or WorkerOptions()
         self.app_id = self.opts.application_id or topics.application_id(app.name)
-        self.bootstrap = self.opts.bootstrap or app.pipelines[0].source.brokers
+        self.app = edges.bind(app, self.app_id)    # TCP sources and sinks name their internal topics
+        self.bootstrap = self.opts.bootstrap or edges.bootstrap_of(app)
         self.serde = Serde(module, app)
         self.running = True
+        self.reconnects = 0
+        self._commits_before = 0          # checkpoints committed by clients replaced since
+        self._last_fenced = None
+        self._next_consumer_warning = 0.0
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
         self.admin = admin = AdminClient(clients.admin_config(self.bootstrap))
+        self.bridges = Bridges(self.app, self.app_id, self.bootstrap, self.opts.name, self.opts.session_timeout_ms)
+        if not self.bridges.prepare(admin, stop=lambda: not self.running):   # TCP topics; listeners bound
+            return False
         source_topics = sorted({p.source.topic for p in self.app.pipelines})
         sources = topics.wait_for_topics(admin, source_topics, stop=lambda: not self.running)
         if sources is None:
             return False
         self.partitions = max(sources.values())
-        self.producer = Producer(clients.producer_config(
-            self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms))
-        self.consumer = Consumer(clients.consumer_config(
-            self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms))
-        self.transactions = Transactions(self.producer, self.consumer)
-        self.collector = RecordCollector(self.producer, self.transactions,
-                                         topics.dead_letter_topic(self.app_id), self.opts.name)
-        self.task = Task(self.app, self.app_id, self.serde, self.partitions, self.collector, self.opts.name)
-        self.checkpointer = Checkpointer(self.task, self.collector, self.transactions, self.consumer,
-                                         self._restore, self.opts.purge_interval_ms)
+        self.task = Task(self.app, self.app_id, self.serde, self.partitions, None, self.opts.name)
+        replication = self.opts.replication_factor or topics.replication_factor(admin, source_topics)
+        extra = {"min.insync.replicas": str(self.opts.min_insync_replicas)} if self.opts.min_insync_replicas else {}
         state_names = [store.name for store in self.task.stores.values()]
-        topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions))
-        sinks = {p.sink.topic for p in self.app.pipelines}
+        topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions, extra),
+                             replication)
+        sinks = [s for p in self.app.pipelines for s in p.sinks]
         existing = admin.list_topics(timeout=10).topics
-        missing = {t: (self.partitions, dict(topics.NO_TIME_RETENTION)) for t in sinks if t not in existing}
+        missing = {s.topic: (self.partitions, dict(topics.NO_TIME_RETENTION, **extra))
+                   for s in sinks if s.topic not in existing}
         if missing:
-            topics.ensure_topics(admin, missing)
-        self.transactions.init()
-        self.consumer.subscribe(self.task.source_topics + list(self.task.stores),
-                                on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+            topics.ensure_topics(admin, missing, replication)
+            existing = admin.list_topics(timeout=10).topics
+        for s in sinks:                 # an encoder's partition is checked against it
+            s.partitions = len(existing[s.topic].partitions)
+        self._connect()
+        self.bridges.start()
         return True
+
+    def _connect(self):
+        """A new consumer in the group and a new transactional producer, and everything that uses them."""
+        while True:
+            consumer = Consumer(clients.consumer_config(
+                self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms,
+                edges.consumer_log_settings(self.app)))
+            producer = Producer(clients.producer_config(
+                self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms,
+                edges.producer_linger_ms(self.app), edges.producer_log_settings(self.app)))
+            transactions = Transactions(producer, consumer, stopping=lambda: not self.running)
+            try:
+                transactions.init()
+                break
+            except ClientsBroken as e:
+                self._fenced_again(e)
+                log.warning("%s: %s; trying a new producer", self.opts.name, e)
+                _abandon(consumer, transactions)
+        self.consumer, self.transactions = consumer, transactions
+        self.collector = RecordCollector(transactions, topics.dead_letter_topic(self.app_id), self.opts.name)
+        self.task.collector = self.collector
+        self.checkpointer = Checkpointer(self.task, self.collector, transactions, consumer,
+                                         self._restore, self.opts.purge_interval_ms)
+        consumer.subscribe(self.task.source_topics + list(self.task.stores),
+                           on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _reconnect(self, why):
+        """Replace both clients: what was not committed is redone from the last checkpoint."""
+        self._fenced_again(why)
+        self.reconnects += 1
+        log.warning("%s: %s; replacing the Kafka consumer and producer (state is restored on assignment)",
+                    self.opts.name, why)
+        self._commits_before += self.transactions.commits
+        old = self.consumer, self.transactions
+        self.consumer = None              # from here on, callbacks of the old consumer are ignored
+        old[1].abandon()
+        self.task.drop_state()
+        self.task.clock.newest = self.task.clock.sent
+        self._connect()
+        _abandon(*old)
+
+    def _fenced_again(self, why):
+        if not getattr(why, "fenced", False):
+            return
+        now = time.monotonic()
+        if self._last_fenced is not None and now - self._last_fenced < FENCED_TWICE_WINDOW_S:
+            raise WorkerFenced(f"fenced twice within {FENCED_TWICE_WINDOW_S:.0f} s ({why}): another worker "
+                               f"runs with the name {self.opts.name!r}")
+        self._last_fenced = now
 
     # --- the loop -----------------------------------------------------------------------------
     def run(self):
@@ -90,45 +162,72 @@ class Worker:
         next_stats, last = time.monotonic() + self.opts.stats_interval_s, dict(self.task.stats)
         handlers = {t: self.task.process_source for t in self.task.source_topics}
         handlers.update({t: self.task.process_repartition for t in self.task.stores})
-        consumer, checkpointer, offsets = self.consumer, self.checkpointer, self.checkpointer.offsets
         try:
             while self.running:
-                for m in consumer.consume(1000, min(0.1, interval)):
-                    err = m.error()
-                    if err is not None:
-                        if err.fatal():
-                            raise KafkaException(err)
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("consumer: %s", err)
-                        continue
-                    topic = m.topic()
-                    handlers[topic](m)
-                    offsets[(topic, m.partition())] = m.offset() + 1
+                try:
+                    self._consume(handlers, min(0.1, interval))
+                    now = time.monotonic()
+                    if now >= next_checkpoint:
+                        self.checkpointer.checkpoint()
+                        next_checkpoint = now + interval
+                    if self.checkpointer.purge_due(now):
+                        self.checkpointer.purge(self.admin)
+                except ClientsBroken as e:
+                    self._reconnect(e)
                 now = time.monotonic()
-                if now >= next_checkpoint:
-                    checkpointer.checkpoint()
-                    next_checkpoint = now + interval
-                if checkpointer.purge_due(now):
-                    checkpointer.purge(self.admin)
                 if now >= next_stats:
                     self._log_stats(last, now - next_stats + self.opts.stats_interval_s)
                     last, next_stats = dict(self.task.stats), now + self.opts.stats_interval_s
-            checkpointer.checkpoint()
+            self.checkpointer.checkpoint()
         finally:
             self._close()
+
+    def _consume(self, handlers, timeout_s):
+        consumer, offsets = self.consumer, self.checkpointer.offsets
+        try:
+            for m in consumer.consume(1000, timeout_s):
+                err = m.error()
+                if err is not None:
+                    if err.fatal():
+                        raise ConsumerFailed(err)
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        self._consumer_warning(err)
+                    continue
+                topic = m.topic()
+                handlers[topic](m)
+                offsets[(topic, m.partition())] = m.offset() + 1
+        except ConsumerFailed:
+            raise
+        except KafkaException as e:   # from producing: the producer or its transaction broke
+            self.checkpointer.recover(e)
 
     def stop(self):
         self.running = False
 
+    def _consumer_warning(self, err):
+        """Log consumer errors (all retried by librdkafka), at most one a second: an outage repeats them."""
+        now = time.monotonic()
+        if now >= self._next_consumer_warning:
+            log.warning("%s: consumer: %s", self.opts.name, err)
+            self._next_consumer_warning = now + 1.0
+
     def _close(self):
+        self.bridges.stop()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
         except Exception as e:  # noqa: BLE001 - closing after a fatal error
             log.warning("closing consumer: %s", e)
-        self.transactions.close()
+        try:
+            self.transactions.close()
+        except ClientsBroken as e:
+            log.warning("closing producer: %s", e)
 
     # --- rebalances -----------------------------------------------------------------------------
+    # Each callback first checks it comes from the current consumer: an abandoned one closing in the
+    # background revokes too, and must not touch the new clients' state.
     def _on_assign(self, consumer, partitions):
+        if consumer is not self.consumer:
+            return
         self._restore([tp for tp in partitions if tp.topic in self.task.stores])
         log.info("%s: assigned %s", self.opts.name, _describe(partitions))
 
@@ -139,25 +238,51 @@ class Worker:
         for topic, parts in by_topic.items():
             store = self.task.stores[topic]
             t0 = time.monotonic()
-            for p, table in restore(self.bootstrap, store.changelog, parts).items():
+            log.info("%s: restoring state %r partitions %s", self.opts.name, store.name, sorted(parts))
+            try:
+                tables = restore(self.bootstrap, store.changelog, parts, timeout_s=120.0,
+                                 stopping=lambda: not self.running)
+            except (KafkaException, TimeoutError) as e:
+                raise ClientsBroken(f"restoring {store.changelog}: {e}") from e
+            for p, table in tables.items():
                 store.adopt(p, table)
             log.info("%s: restored state %r partitions %s in %.2f s", self.opts.name, store.name,
                      sorted(parts), time.monotonic() - t0)
 
     def _on_revoke(self, consumer, partitions):
+        if consumer is not self.consumer:
+            return
         log.info("%s: revoking %s", self.opts.name, _describe(partitions))
-        self.checkpointer.checkpoint(rewind=False)   # all of them go: nothing to rewind into
-        self.checkpointer.forget(partitions)
+        try:
+            self.checkpointer.checkpoint(rewind=False)   # all of them go: nothing to rewind into
+        finally:
+            self.checkpointer.forget(partitions)
 
     def _on_lost(self, consumer, partitions):
+        if consumer is not self.consumer:
+            return
         log.warning("%s: lost %s; aborting the open transaction", self.opts.name, _describe(partitions))
         self.checkpointer.abort_and_rewind(partitions)
 
     def _log_stats(self, last, seconds):
         stats = self.task.stats
         rate = {k: (stats[k] - last[k]) / max(seconds, 1e-9) for k in stats}
-        log.info("%s: in %.0f ev/s, to state %.0f/s, out %.0f/s, dead letters %d total, %d checkpoints",
-                 self.opts.name, rate["in"], rate["state"], rate["out"], stats["dead"], self.checkpointer.commits)
+        log.info("%s: in %.0f ev/s, to state %.0f/s, out %.0f/s, dead letters %d total, %d checkpoints%s",
+                 self.opts.name, rate["in"], rate["state"], rate["out"], stats["dead"], self._commits_before + self.transactions.commits,
+                 f", {self.reconnects} reconnects" if self.reconnects else "")
+
+
+def _abandon(consumer, transactions):
+    """Give up on old clients; close the consumer in the background: closing may hang on the very
+    fault that broke it, and leaving the group lets the others (and our new member) rebalance."""
+    transactions.abandon()
+
+    def close():
+        try:
+            consumer.close()
+        except Exception as e:  # noqa: BLE001 - best effort
+            log.debug("closing an abandoned consumer: %s", e)
+    threading.Thread(target=close, name="abandoned-consumer", daemon=True).start()
 
 
 def _describe(partitions):
