@@ -5,7 +5,8 @@ Server choice: werkzeug's threaded WSGI server (one thread per connection), star
 server that writes each chunk to the socket as soon as the generator yields it and that can hold many
 long-lived connections at once; this one does both (no output buffering, one thread per stream),
 needs no extra dependency, and suits a dashboard with a handful of viewers.  dashboard/server.py
-bounds it: connection timeouts and caps on connections, in total and per client address.  Behind a reverse proxy, turn off proxy buffering for /stream (the response already says
+bounds it: connection timeouts and caps on connections, in total and per client address.  Behind a
+reverse proxy, turn off proxy buffering for /stream (the response already says
 `X-Accel-Buffering: no`).  waitress was not chosen: it is not a dependency here, and
 its output buffering would have to be tuned and verified for event streams first.
 """

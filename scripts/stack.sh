@@ -424,9 +424,12 @@ supervise() {
     ran=$((SECONDS - started))
     if [ "$once" = 1 ]; then
       if [ "$rc" = 0 ]; then
-        echo "$name: finished after ${ran} s; not restarted (a restart replays from the first hour); idling so the stack stays up"
+        echo "$name: finished after ${ran} s; not restarted (a restart replays from the first hour);" \
+          "idling so the stack stays up"
       else
-        echo "$name: FAILED ($(exit_reason "$rc")) after ${ran} s; not restarted (a restart replays from the first hour and sends every event again); the rest of the stack keeps running: 'make stop' then 'make start' replays afresh"
+        echo "$name: FAILED ($(exit_reason "$rc")) after ${ran} s; not restarted (a restart replays from the" \
+          "first hour and sends every event again); the rest of the stack keeps running:" \
+          "'make stop' then 'make start' replays afresh"
       fi
       while [ "$stopping" = 0 ]; do pause 3600; done
       exit 0

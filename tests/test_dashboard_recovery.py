@@ -1,10 +1,8 @@
 """The dashboard through a broker outage, against a private single-node broker that the test stops
-and starts (kafka/kafka.sh with its own KAFKA_RUN_DIR and free ports; the shared broker is left
-alone): during the outage the health says Kafka is unreachable; within seconds of its return the
+and starts (tests/kafka_cluster.py with one node: its own run dir and free ports; the shared broker
+is left alone): during the outage the health says Kafka is unreachable; within seconds of its return the
 health is whole again (lag included: librdkafka's admin client stayed stuck on it for minutes) and
 new leaderboard records reach /api/leaders.  Also: a stalled leaderboard client is replaced."""
-import os
-import subprocess
 import threading
 import time
 import uuid
@@ -12,46 +10,24 @@ import uuid
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from conftest import ROOT, create_topic, free_port, wait_for
+from conftest import create_topic, wait_for
 from dashboard.app import create_app
 from dashboard.config import Config
 from dashboard.consumer import LeaderboardConsumer
+from kafka_cluster import KafkaCluster
 from test_dashboard_helpers import get_json, leader, produce_txn, record, serve
 
 pytestmark = pytest.mark.kafka
 
-KAFKA_SH = ROOT / "kafka" / "kafka.sh"
 RECOVERY_WITHIN_S = 20      # the health was stuck for minutes before; a sample takes ~1 s
-
-
-class PrivateBroker:
-    """A one-node broker of our own: its own run dir and ports, stopped and started at will."""
-
-    def __init__(self, run_dir):
-        self.port, self.controller_port = free_port(), free_port()
-        self.bootstrap = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "KAFKA_RUN_DIR": str(run_dir), "KAFKA_PORT": str(self.port),
-                    "KAFKA_CONTROLLER_PORT": str(self.controller_port)}
-
-    def _run(self, cmd: str, timeout: float = 240):
-        r = subprocess.run([str(KAFKA_SH), cmd], env=self.env, capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"kafka.sh {cmd}: {r.stdout}{r.stderr}"
-
-    def start(self):
-        self._run("start")
-
-    def stop(self):
-        self._run("stop", timeout=60)
 
 
 @pytest.fixture
 def broker(tmp_path):
-    b = PrivateBroker(tmp_path / "kafka-run")
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
+    """A one-node broker of our own (tests/kafka_cluster.py: its own run dir and ports), to stop and start."""
+    with KafkaCluster(tmp_path / "kafka-run", nodes=1) as cluster:
+        cluster.start()
+        yield cluster
 
 
 def health_where(url, predicate, what, timeout_s):
