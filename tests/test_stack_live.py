@@ -169,7 +169,7 @@ def test_stack_start_shows_changing_leaders_heals_and_stop_ends_it(kafka, tmp_pa
                            timeout_s=60, what=f"secondary restarted after kill {len(killed)}:\n{log_tail()}")
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
-            wait_for(lambda: f"secondary: exited (SIGKILL) after" in log_text() and
+            wait_for(lambda: "secondary: exited (SIGKILL) after" in log_text() and
                      f"restart {len(killed)} in" in log_text(), timeout_s=30,
                      what=f"the log line of restart {len(killed)}")
             h = api(port, "/api/health") or {}
