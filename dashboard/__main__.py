@@ -1,11 +1,12 @@
 """`python -m dashboard` / `star-leaders-dashboard`: serve the live star-leaders page.
 
 Server choice: werkzeug's threaded WSGI server (one thread per connection), started through
-`make_server` rather than `app.run`, never in debug mode.  Server-sent events need a server that
-writes each chunk to the socket as soon as the generator yields it and that can hold many
-long-lived connections at once; this one does both (no output buffering, one thread per stream,
-capped by --max-streams), needs no extra dependency, and suits a dashboard with a handful of
-viewers.  Behind a reverse proxy, turn off proxy buffering for /stream (the response already says
+`dashboard.server.make_server` rather than `app.run`, never in debug mode.  Server-sent events need a
+server that writes each chunk to the socket as soon as the generator yields it and that can hold many
+long-lived connections at once; this one does both (no output buffering, one thread per stream),
+needs no extra dependency, and suits a dashboard with a handful of viewers.  dashboard/server.py
+bounds it: connection timeouts and caps on connections, in total and per client address.  Behind a
+reverse proxy, turn off proxy buffering for /stream (the response already says
 `X-Accel-Buffering: no`).  waitress was not chosen: it is not a dependency here, and
 its output buffering would have to be tuned and verified for event streams first.
 """
@@ -16,10 +17,9 @@ import signal
 import sys
 import threading
 
-from werkzeug.serving import make_server
-
 from .app import create_app
 from .config import parse_args
+from .server import make_server
 
 
 def main(argv=None) -> int:
@@ -29,12 +29,11 @@ def main(argv=None) -> int:
     app = create_app(config)
     runtime = app.extensions["dashboard"]
     try:
-        server = make_server(config.host, config.port, app, threaded=True)
+        server = make_server(config, app)
     except OSError as e:
         runtime.stop()
         print(f"star-leaders-dashboard: cannot listen on {config.host}:{config.port}: {e}", file=sys.stderr)
         return 2
-    server.daemon_threads = True
 
     def shutdown(signum, frame):
         runtime.closing.set()                 # ends open event streams

@@ -2,14 +2,21 @@
 
     create_app(Config(...)) -> Flask app; app.extensions["dashboard"] is the Runtime (board,
     consumer thread, health thread) with .stop() for a clean shutdown.
+
+Requests whose Host header is not one of Config.host_names() get 421 (DNS rebinding: a hostile page
+whose name resolves to 127.0.0.1 is same-origin with itself, not with us, but would otherwise be
+served).  Live streams are capped in total and per client address (StreamSlots); the server module
+bounds connections.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
+from collections import Counter
 
 import orjson
-from flask import Flask, Response, render_template
+from flask import Flask, Response, render_template, request
 
 from stack_contract import RECENT_EVENTS, TOP_N, WINDOW_HOURS
 
@@ -33,17 +40,55 @@ SECURITY_HEADERS = {
 }
 
 
+class StreamSlots:
+    """At most `total` live streams, and `per_client` from one client address."""
+
+    def __init__(self, total: int, per_client: int):
+        self.total, self.per_client = total, per_client
+        self._lock = threading.Lock()
+        self._open: Counter[str] = Counter()
+
+    def acquire(self, client: str) -> bool:
+        with self._lock:
+            if sum(self._open.values()) >= self.total or self._open[client] >= self.per_client:
+                return False
+            self._open[client] += 1
+            return True
+
+    def release(self, client: str) -> None:
+        with self._lock:
+            self._open[client] -= 1
+            if self._open[client] <= 0:
+                del self._open[client]
+
+    def in_use(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+
+HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9._-]+)(?::[0-9]{1,5})?", re.ASCII)
+
+
+def host_name(header: str | None) -> str | None:
+    """The name of a Host header, lower case and without its port ("[::1]:5000" -> "[::1]");
+    None when it is not host[:port]."""
+    m = HOST_HEADER.fullmatch((header or "").strip().lower())
+    return m.group(1) if m else None
+
+
 class Runtime:
     """The background parts behind one app instance."""
 
     def __init__(self, config: Config):
         self.config = config
-        self.board = Board()
-        self.consumer = LeaderboardConsumer(self.board, config.kafka, config.topic)
+        self.board = Board(config.partitions)
+        self.consumer = LeaderboardConsumer(self.board, config.kafka, config.topic,
+                                            timeout_s=config.kafka_timeout)
         self.monitor = HealthMonitor(config.kafka, topic=config.topic, source_topic=config.source_topic,
-                                     group=config.group, interval_s=config.health_interval)
+                                     group=config.group, interval_s=config.health_interval,
+                                     timeout_s=config.kafka_timeout, consumer=self.consumer)
         self.closing = threading.Event()
-        self.streams = threading.BoundedSemaphore(config.max_streams)
+        self.streams = StreamSlots(config.max_streams, config.max_streams_per_client)
 
     def start(self) -> "Runtime":
         self.consumer.start()
@@ -74,6 +119,14 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
     app.extensions["dashboard"] = rt
     if start:
         rt.start()
+    allowed_hosts = config.host_names()
+
+    @app.before_request
+    def check_host():
+        if allowed_hosts is not None and host_name(request.headers.get("Host")) not in allowed_hosts:
+            return Response("this dashboard answers to " + ", ".join(sorted(allowed_hosts)) +
+                            " only (--allowed-hosts)\n", status=421, mimetype="text/plain")
+        return None
 
     @app.after_request
     def headers(resp: Response) -> Response:
@@ -98,15 +151,19 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
 
     @app.get("/stream")
     def stream():
-        if not rt.streams.acquire(blocking=False):
+        client = request.remote_addr or "?"
+        if not rt.streams.acquire(client):
             return Response("too many live viewers, retry later\n", status=503,
                             mimetype="text/plain", headers={"Retry-After": "10"})
         released = threading.Event()
+        lock = threading.Lock()
 
         def release():
-            if not released.is_set():
+            with lock:
+                if released.is_set():
+                    return
                 released.set()
-                rt.streams.release()
+            rt.streams.release(client)
 
         def events():
             try:

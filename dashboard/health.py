@@ -1,15 +1,26 @@
 """Pipeline health, sampled from Kafka every few seconds by one background thread.
 
-- events/s in  = growth per second of the summed end offsets of the source topic (`gharchive`):
-                 what the archive streamer is writing.
-- events/s out = growth per second of the summed end offsets of the `leaderboard` topic: what
-                 star_leaders is writing.  Transactional writes add one commit marker per partition
-                 per transaction, which occupy offsets too, so this slightly overstates records/s.
+- events/s in  = growth per second of the summed committed end offsets (last stable offsets) of the
+                 source topic (`gharchive`): what the archive streamer is writing.
+- events/s out = the same for the `leaderboard` topic: what star_leaders commits.  Transactional
+                 writes add one commit marker per partition per transaction, which occupy offsets
+                 too, so this slightly overstates records/s.
 - consumer lag = sum over source partitions of (end offset - offset committed by the star_leaders
                  group); partitions the group never committed count from their earliest offset.
                  None while the group has committed nothing at all.
+- workers      = members of the star_leaders group (and their names), against --expected-workers:
+                 a worker in a crash loop shows as missing here.
 Rates are averages over a sliding window of samples (not instantaneous), which keeps the numbers
 readable.  A topic that shrinks (deleted and recreated) restarts its rate.
+
+Every Kafka call is bounded by `timeout_s`, and its failure has one reaction:
+- metadata (the first call of a sample) fails: Kafka counts as unreachable, the rates restart, the
+  sample ends there;
+- a later call fails: Kafka answers, but the number that call feeds is None and `error` says why;
+- either way the next sample uses a fresh AdminClient.  librdkafka's admin client can stay stuck
+  after a broker restart (list_consumer_group_offsets timed out for minutes while a new client
+  answered at once), and a new client costs a few milliseconds.
+So the health is back within one sample (`interval_s` plus connection set-up) of the broker's return.
 
 Only whole-cluster metadata is requested: AdminClient.list_topics(topic=...) would auto-create a
 missing topic on brokers with auto.create.topics.enable=true (the default).
@@ -22,12 +33,15 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from .background import BackgroundThread
 
 log = logging.getLogger(__name__)
+
+MAX_WORKER_NAMES = 16          # group members listed by name (the group is open to any client)
+WORKER_NAME_CAP = 100          # characters of one name
 
 
 def iso(ts: float | None) -> str | None:
@@ -80,25 +94,42 @@ def compute_lag(end: dict, committed: dict, earliest: dict | None = None) -> int
     return lag
 
 
+def worker_name(client_id: str, group: str) -> str:
+    """star_leaders' workers are `<group>-<name>` (wallaroo's client.id); show the name."""
+    name = client_id[len(group) + 1:] if client_id.startswith(group + "-") else client_id
+    return name[:WORKER_NAME_CAP] or "?"
+
+
+def _short(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
 class HealthMonitor(BackgroundThread):
     def __init__(self, bootstrap: str, *, topic: str, source_topic: str, group: str,
-                 interval_s: float = 1.5, window_s: float = 10.0, timeout_s: float = 5.0):
+                 interval_s: float = 1.5, window_s: float = 10.0, timeout_s: float = 3.0,
+                 consumer=None):
         super().__init__("health-monitor")
         self.bootstrap = bootstrap
         self.topic, self.source_topic, self.group = topic, source_topic, group
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.consumer = consumer            # told the topic's committed end, for its stall check
         self._in = RateMeter(window_s)
         self._out = RateMeter(window_s)
         self._lock = threading.Lock()
         self._admin: AdminClient | None = None
+        self.clients_created = 0
         self._state = {
             "kafka_connected": None,        # None = not checked yet
+            "kafka_unreachable_since": None,
             "events_in_per_s": None,
             "events_out_per_s": None,
             "consumer_lag": None,
             "source_topic_exists": None,
             "topic_exists": None,
+            "workers": None,                # members of the group, None = not known
+            "worker_names": [],
+            "group_state": None,
             "checked_at": None,
             "error": None,
         }
@@ -107,26 +138,41 @@ class HealthMonitor(BackgroundThread):
         with self._lock:
             return dict(self._state)
 
+    def _new_admin(self) -> AdminClient:
+        self.clients_created += 1
+        return AdminClient({"bootstrap.servers": self.bootstrap,
+                            "client.id": "star-leaders-dashboard-health",
+                            "reconnect.backoff.max.ms": 1000,
+                            "socket.timeout.ms": max(1000, int(self.timeout_s * 1000)),
+                            "error_cb": lambda err: None,   # transient; reported via sample()
+                            "log_level": 2,                 # no line per failed connect
+                            "logger": log})
+
     def run(self) -> None:
-        self._admin = AdminClient({"bootstrap.servers": self.bootstrap,
-                                   "client.id": "star-leaders-dashboard-health",
-                                   "reconnect.backoff.max.ms": 2000,
-                                   "error_cb": lambda err: None,   # transient; reported via sample()
-                                   "log_level": 2,                 # no line per failed connect
-                                   "logger": log})
         while not self._stop_event.is_set():
             started = time.monotonic()
+            if self._admin is None:
+                self._admin = self._new_admin()
             try:
                 update = self.sample()
-            except Exception as e:  # keep sampling whatever happens; report it
+            except Exception as e:  # a bug: keep sampling, report it, start from a fresh client
                 log.debug("health sample failed", exc_info=True)
                 update = {"kafka_connected": False, "events_in_per_s": None, "events_out_per_s": None,
-                          "consumer_lag": None, "error": str(e) or type(e).__name__}
+                          "consumer_lag": None, "workers": None, "worker_names": [], "group_state": None,
+                          "error": _short(e)}
+            if update["error"] is not None:
+                self._admin = None                     # see the module docstring
+            if not update["kafka_connected"]:
                 self._in.reset()
                 self._out.reset()
-            update["checked_at"] = iso(time.time())
+            now = time.time()
+            update["checked_at"] = iso(now)
             with self._lock:
                 was = self._state["kafka_connected"]
+                if update["kafka_connected"]:
+                    update["kafka_unreachable_since"] = None
+                elif was is not False or self._state["kafka_unreachable_since"] is None:
+                    update["kafka_unreachable_since"] = iso(now)
                 self._state.update(update)
             if update["kafka_connected"] != was:
                 if update["kafka_connected"]:
@@ -138,55 +184,97 @@ class HealthMonitor(BackgroundThread):
     def _offsets(self, tps: list[TopicPartition], spec) -> dict[tuple[str, int], int]:
         if not tps:
             return {}
-        futures = self._admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout_s)
-        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+        futures = self._admin.list_offsets({tp: spec for tp in tps}, request_timeout=self.timeout_s,
+                                           isolation_level=IsolationLevel.READ_COMMITTED)
+        return {(tp.topic, tp.partition): f.result(timeout=self.timeout_s + 1).offset
+                for tp, f in futures.items()}
 
     def sample(self) -> dict:
-        md = self._admin.list_topics(timeout=self.timeout_s)      # raises when Kafka is unreachable
+        result = {"kafka_connected": False, "error": None}
+        try:
+            md = self._admin.list_topics(timeout=self.timeout_s)
+        except Exception as e:
+            result.update(events_in_per_s=None, events_out_per_s=None, consumer_lag=None, workers=None,
+                          worker_names=[], group_state=None, error=_short(e))
+            return result
         now = time.monotonic()
+        result["kafka_connected"] = True
+        errors = []
         src = md.topics.get(self.source_topic)
         out = md.topics.get(self.topic)
         src_tps = [TopicPartition(self.source_topic, p) for p in sorted(src.partitions)] if src else []
         out_tps = [TopicPartition(self.topic, p) for p in sorted(out.partitions)] if out else []
-        latest = self._offsets(src_tps + out_tps, OffsetSpec.latest())
-        result = {"kafka_connected": True, "source_topic_exists": bool(src_tps),
-                  "topic_exists": bool(out_tps), "error": None}
-
+        result["source_topic_exists"] = bool(src_tps)
+        result["topic_exists"] = bool(out_tps)
+        try:
+            latest = self._offsets(src_tps + out_tps, OffsetSpec.latest())
+        except Exception as e:
+            errors.append(f"end offsets: {_short(e)}")
+            latest = None
         for meter, tps, key in ((self._in, src_tps, "events_in_per_s"), (self._out, out_tps, "events_out_per_s")):
-            if tps:
+            if tps and latest is not None:
                 meter.add(now, sum(latest[(tp.topic, tp.partition)] for tp in tps))
                 r = meter.rate()
                 result[key] = None if r is None else round(r, 1)
             else:
-                meter.reset()
+                if not tps:
+                    meter.reset()
                 result[key] = None
+        if latest is not None and out_tps and self.consumer is not None:
+            self.consumer.note_committed_end({tp.partition: latest[(tp.topic, tp.partition)] for tp in out_tps})
 
-        lag = None
-        if src_tps:
-            futures = self._admin.list_consumer_group_offsets(
-                [ConsumerGroupTopicPartitions(self.group, src_tps)], request_timeout=self.timeout_s)
-            got = futures[self.group].result()
-            committed = {tp.partition: tp.offset for tp in got.topic_partitions}
-            end = {tp.partition: latest[(tp.topic, tp.partition)] for tp in src_tps}
-            missing = [tp for tp in src_tps if committed.get(tp.partition, -1) < 0]
-            earliest = {}
-            if missing and len(missing) < len(src_tps):
-                earliest = {p: o for (_, p), o in self._offsets(missing, OffsetSpec.earliest()).items()}
-            lag = compute_lag(end, committed, earliest)
-        result["consumer_lag"] = lag
+        result["consumer_lag"] = None
+        if src_tps and latest is not None:
+            try:
+                result["consumer_lag"] = self._lag(src_tps, latest)
+            except Exception as e:
+                errors.append(f"lag: {_short(e)}")
+
+        result.update(workers=None, worker_names=[], group_state=None)
+        try:
+            desc = self._admin.describe_consumer_groups(
+                [self.group], request_timeout=self.timeout_s)[self.group].result(timeout=self.timeout_s + 1)
+            names = sorted(worker_name(m.client_id or "", self.group) for m in desc.members)
+            result.update(workers=len(names), worker_names=names[:MAX_WORKER_NAMES],
+                          group_state=desc.state.name.lower() if desc.state is not None else None)
+        except Exception as e:
+            errors.append(f"workers: {_short(e)}")
+        result["error"] = "; ".join(errors) or None
         return result
+
+    def _lag(self, src_tps: list[TopicPartition], latest: dict) -> int | None:
+        futures = self._admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(self.group, src_tps)], request_timeout=self.timeout_s)
+        got = futures[self.group].result(timeout=self.timeout_s + 1)
+        committed = {tp.partition: tp.offset for tp in got.topic_partitions}
+        end = {tp.partition: latest[(tp.topic, tp.partition)] for tp in src_tps}
+        missing = [tp for tp in src_tps if committed.get(tp.partition, -1) < 0]
+        earliest = {}
+        if missing and len(missing) < len(src_tps):
+            earliest = {p: o for (_, p), o in self._offsets(missing, OffsetSpec.earliest()).items()}
+        return compute_lag(end, committed, earliest)
 
 
 def describe(monitor: HealthMonitor, consumer, board, config) -> dict:
     """The /api/health document: Kafka-side numbers plus the dashboard's own consumer state."""
     h = monitor.snapshot()
     stats = board.stats()
+    checked = h["checked_at"]
+    # A sample takes at most a few bounded calls; a snapshot much older means the monitor is stuck.
+    stale_after = 3 * config.health_interval + 6 * config.kafka_timeout + 5
+    age = None if checked is None else time.time() - datetime.fromisoformat(checked).timestamp()
+    if age is not None and age > stale_after:
+        h["kafka_connected"] = None
+        h["error"] = f"no health sample for {int(age)} s"
     h.update({
         "consumer_state": consumer.state,
+        "consumer_error": consumer.last_error,
         "records": stats["records"],
         "malformed_records": stats["malformed"],
+        "last_malformed": stats["last_error"],
         # when this dashboard last received a committed leaderboard record (wall clock)
         "last_update": iso(stats["last_applied"]),
+        "expected_workers": config.expected_workers,
         "topic": config.topic,
         "source_topic": config.source_topic,
         "group": config.group,

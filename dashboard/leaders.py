@@ -5,10 +5,24 @@ state partition's own top TOP_N.  The newest record per partition replaces the o
 top TOP_N is the merge of all partitions' leaders ordered by stars desc, then repo asc in plain string
 (code point) order.
 
-Everything here is untrusted input from the public archive: records that cannot be understood are
-counted and skipped, odd fields inside otherwise good records are dropped, and every list and string
-is bounded, so memory stays proportional to (partitions x TOP_N leaders x RECENT_EVENTS events).
-Strings are kept verbatim (escaping is the renderer's job) apart from truncation.
+Everything here is untrusted: the archive is written by the public, and the topic by anyone who can
+reach the broker.  Records that cannot be understood are counted and skipped, odd fields inside
+otherwise good records are dropped, and every list and string is bounded, so memory stays
+proportional to (partitions x TOP_N leaders x RECENT_EVENTS events).  Strings are kept verbatim
+(escaping is the renderer's job) apart from truncation.  What a record must satisfy:
+
+- its partition id (value's `partition`, else the key; both, when both are given) is one the app has:
+  0 <= id < the app's partition count (stack_contract.PARTITION_COUNT, `--partitions`).  A forged
+  record can so only take the place of a real partition's board, until that partition writes again;
+- `window_end`, when present and readable, is not after the wall clock (+ FUTURE_TOLERANCE_S): event
+  time is archive time, which never lies ahead of now;
+- stars fit what a WINDOW_HOURS window can hold: at most MAX_STARS_PER_HOUR in any hourly bucket
+  and MAX_WINDOW_STARS in all.  MAX_STARS_PER_HOUR (one million) is more than the whole archive
+  holds in its busiest hours, of every event type together (a few hundred thousand); no real
+  repository comes near it, while forged counts like 10^12 are refused.  A leader beyond it is dropped.
+
+Within these bounds a forged record still shows until its partition's next record: only the broker
+can keep strangers off the topic (ACLs on `leaderboard`, see the README).
 """
 from __future__ import annotations
 
@@ -19,13 +33,16 @@ from datetime import datetime, timezone
 
 import orjson
 
-from stack_contract import RECENT_EVENTS, TOP_N, WINDOW_HOURS, Fork, Leader, PullRequest
+from stack_contract import PARTITION_COUNT, RECENT_EVENTS, TOP_N, WINDOW_HOURS, Fork, Leader, PullRequest
 
-MAX_PARTITIONS = 4096      # distinct state partitions tracked; more are counted as malformed
-MAX_PARTITION_ID = 1 << 20
+MAX_PARTITIONS = 4096      # the most state partitions `--partitions` accepts
 MAX_SCAN = 1000            # list items looked at before giving up on the rest
-MAX_STARS = 10 ** 12
-MAX_RECORD_BYTES = 4 << 20
+MAX_STARS_PER_HOUR = 1_000_000
+MAX_WINDOW_STARS = WINDOW_HOURS * MAX_STARS_PER_HOUR
+# star_leaders' records stay under the sink's 100000-byte message limit (star_leaders/config.py);
+# ten times that leaves room for other producers' settings and still bounds one record's cost.
+MAX_RECORD_BYTES = 1 << 20
+FUTURE_TOLERANCE_S = 3600  # clock skew between the writer and this machine
 
 # per-field string caps (characters)
 STR_CAPS = {
@@ -104,7 +121,7 @@ def clean_hourly(hourly) -> list[int]:
     if not isinstance(hourly, list):
         return [0] * WINDOW_HOURS
     tail = hourly[-WINDOW_HOURS:]
-    vals = [v if _is_int(v) and 0 <= v <= MAX_STARS else 0 for v in tail]
+    vals = [v if _is_int(v) and 0 <= v <= MAX_STARS_PER_HOUR else 0 for v in tail]
     return [0] * (WINDOW_HOURS - len(vals)) + vals
 
 
@@ -113,7 +130,7 @@ def clean_leader(item) -> dict | None:
     if not isinstance(item, dict):
         return None
     repo, stars = item.get("repo"), item.get("stars")
-    if not isinstance(repo, str) or not repo.strip() or not _is_int(stars) or not 0 <= stars <= MAX_STARS:
+    if not isinstance(repo, str) or not repo.strip() or not _is_int(stars) or not 0 <= stars <= MAX_WINDOW_STARS:
         return None
     events = item.get("recent_events")
     cleaned = []
@@ -128,27 +145,37 @@ def clean_leader(item) -> dict | None:
             "hourly": clean_hourly(item.get("hourly")), "recent_events": cleaned}
 
 
-def _partition_id(key, obj) -> int:
+def _partition_id(key, obj, partitions: int) -> int:
+    """The record's state partition id: the value's, else the key's; both must agree when both exist."""
     p = obj.get("partition")
-    if _is_int(p):
-        pid = p
-    elif p is None and key:
-        try:
-            pid = int(key.decode("utf-8") if isinstance(key, bytes) else key)
-        except (ValueError, UnicodeDecodeError):
-            raise Malformed("no partition id in value or key") from None
-    else:
+    if p is not None and not _is_int(p):
         raise Malformed("partition is not an integer")
-    if not 0 <= pid < MAX_PARTITION_ID:
-        raise Malformed("partition id out of range")
-    return pid
+    from_key = None
+    if key:
+        try:
+            text = key.decode("utf-8") if isinstance(key, bytes) else key
+            # the app's encoder writes str(id): plain ASCII digits, nothing else
+            from_key = int(text) if len(text) <= 10 and text.isascii() and text.isdigit() else None
+        except UnicodeDecodeError:
+            from_key = None
+    if p is None:
+        if from_key is None:
+            raise Malformed("no partition id in value or key")
+        p = from_key
+    elif key and from_key != p:
+        raise Malformed("key and value name different partitions")
+    if not 0 <= p < partitions:
+        raise Malformed(f"partition id outside 0..{partitions - 1}")
+    return p
 
 
-def parse_record(key: bytes | str | None, value: bytes | str | None) -> tuple[PartitionBoard, int]:
+def parse_record(key: bytes | str | None, value: bytes | str | None, *, partitions: int = PARTITION_COUNT,
+                 now: float | None = None) -> tuple[PartitionBoard, int]:
     """Validate one `leaderboard` record.  Returns (board, number of leaders/events dropped).
 
-    Raises Malformed when the record is unusable: not JSON, not an object, no partition id,
-    or no `leaders` list.  The partition id comes from the value, the key is the fallback."""
+    Raises Malformed when the record is unusable: too large, not JSON, not an object, no partition id
+    or one outside 0..partitions-1, no `leaders` list, or a window_end in the future (`now`: the wall
+    clock, time.time() by default)."""
     if value is None:
         raise Malformed("empty value (tombstone)")
     if len(value) > MAX_RECORD_BYTES:
@@ -159,10 +186,13 @@ def parse_record(key: bytes | str | None, value: bytes | str | None) -> tuple[Pa
         raise Malformed("not JSON") from None
     if not isinstance(obj, dict):
         raise Malformed("not a JSON object")
-    pid = _partition_id(key, obj)
+    pid = _partition_id(key, obj, partitions)
     raw = obj.get("leaders")
     if not isinstance(raw, list):
         raise Malformed("leaders is not a list")
+    window_end = parse_time(obj.get("window_end"))
+    if window_end is not None and window_end.timestamp() > (time.time() if now is None else now) + FUTURE_TOLERANCE_S:
+        raise Malformed("window_end lies in the future")
     valid = [c for c in map(clean_leader, raw[:MAX_SCAN]) if c is not None]
     dropped = len(raw) - len(valid)          # unusable items, and anything past MAX_SCAN
     leaders, seen = [], set()
@@ -172,7 +202,7 @@ def parse_record(key: bytes | str | None, value: bytes | str | None) -> tuple[Pa
             continue
         seen.add(item["repo"])
         leaders.append(item)
-    return PartitionBoard(pid, parse_time(obj.get("window_end")), tuple(leaders[:TOP_N])), dropped
+    return PartitionBoard(pid, window_end, tuple(leaders[:TOP_N])), dropped
 
 
 def merge(boards) -> dict:
@@ -199,10 +229,12 @@ class Board:
     The consumer thread calls `apply` for each record and `publish` once per batch (so a backlog
     does not re-merge per record); readers take `snapshot_json()` and block in `wait_for_change`."""
 
-    def __init__(self, max_partitions: int = MAX_PARTITIONS):
+    def __init__(self, partitions: int = PARTITION_COUNT):
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1..{MAX_PARTITIONS}")
         self._cond = threading.Condition()
         self._parts: dict[int, PartitionBoard] = {}
-        self._max_partitions = max_partitions
+        self.partitions = partitions       # valid state partition ids: 0..partitions-1
         self._dirty = False
         self._snapshot = merge([])
         self._json = orjson.dumps(self._snapshot)
@@ -219,17 +251,13 @@ class Board:
     def apply(self, key, value) -> bool:
         """Store one record (not yet visible to readers).  False if it was skipped as malformed."""
         try:
-            board, dropped = parse_record(key, value)
+            board, dropped = parse_record(key, value, partitions=self.partitions)
         except Malformed as e:
             with self._cond:
                 self.malformed += 1
                 self.last_error = str(e)
             return False
         with self._cond:
-            if board.partition not in self._parts and len(self._parts) >= self._max_partitions:
-                self.malformed += 1
-                self.last_error = "too many partitions"
-                return False
             self._parts[board.partition] = board
             self.records += 1
             self.last_applied = time.time()

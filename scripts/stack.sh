@@ -2,7 +2,7 @@
 # Runs the whole star-leaders stack: Kafka, the archive streamer, two star_leaders workers and the
 # dashboard.  `make start|stop|tail` call this script.
 #
-# Usage: scripts/stack.sh start|stop|restart|status|tail|reset|env
+# Usage: scripts/stack.sh start|stop|restart|status|tail|reset|env|supervise
 #   start    Docker engine answering (`docker info`): `docker compose up -d --build` (docker-compose.yaml).
 #            Otherwise local processes: the local broker (kafka/kafka.sh) and honcho running ./Procfile in
 #            the background; waits until the dashboard answers, then prints its URL.  Starting twice
@@ -12,6 +12,13 @@
 #   status   what runs;  tail  follows the stack's logs;  env  prints the settings below as `export` lines
 #            (`eval "$(scripts/stack.sh env)" && .venv/bin/honcho start` runs the Procfile by hand);
 #   reset    deletes the local stack's topics and consumer group (what `start` does first, see RESET).
+#   supervise [--once] NAME COMMAND...   what the Procfile runs each service under (honcho stops the
+#            whole stack when any of its processes exits, so none of them does):
+#            COMMAND exits -> it is started again after a backoff (RESTART_DELAY, doubling up to
+#            RESTART_DELAY_MAX; back to RESTART_DELAY after a run of RESTART_RESET_AFTER seconds), for as
+#            long as the stack runs; every exit and restart is a log line.  --once: COMMAND is not
+#            restarted, the supervisor idles after it (the streamer: a restart would replay from
+#            STAR_LEADERS_START and send every event again).  SIGTERM/SIGINT end it and its COMMAND.
 #
 # Settings (environment variables).  This block is the one place for the local stack's defaults; the
 # Docker stack reads the same variables in docker-compose.yaml, with the defaults noted there.  The
@@ -44,6 +51,10 @@
 #                                               leaving the board frozen until the replay caught up.
 #                                               0: keep them
 #   STAR_LEADERS_VENV         .venv             the virtualenv whose honcho and services run
+#   STAR_LEADERS_RESTART_DELAY 1                seconds before a service that exited is started again ...
+#   STAR_LEADERS_RESTART_DELAY_MAX 30           ... doubling per quick exit up to this
+#   STAR_LEADERS_RESTART_RESET_AFTER 60         a run at least this long counts as healthy: the delay
+#                                               starts again from STAR_LEADERS_RESTART_DELAY
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -77,11 +88,19 @@ local_settings() {
   : "${STAR_LEADERS_EVENTS_TOPIC:=gharchive}"
   : "${STAR_LEADERS_LEADERBOARD_TOPIC:=leaderboard}"
   : "${STAR_LEADERS_APP_ID:=star-leaders}"
+  restart_settings
   export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA \
     STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
 }
+restart_settings() {
+  : "${STAR_LEADERS_RESTART_DELAY:=1}"
+  : "${STAR_LEADERS_RESTART_DELAY_MAX:=30}"
+  : "${STAR_LEADERS_RESTART_RESET_AFTER:=60}"
+  export STAR_LEADERS_RESTART_DELAY STAR_LEADERS_RESTART_DELAY_MAX STAR_LEADERS_RESTART_RESET_AFTER
+}
 settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA
-  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET"
+  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
+  STAR_LEADERS_RESTART_DELAY STAR_LEADERS_RESTART_DELAY_MAX STAR_LEADERS_RESTART_RESET_AFTER"
 
 say() { echo "stack: $*"; }
 die() { echo "stack: $*" >&2; exit 1; }
@@ -359,6 +378,71 @@ tail_logs() {
   exec tail -n 100 -F "$log"
 }
 
+# "status 1", or "SIGKILL" for a process a signal ended.
+exit_reason() {
+  local sig
+  if [ "$1" -gt 128 ] && sig=$(kill -l "$(($1 - 128))" 2>/dev/null); then echo "SIG$sig"; else echo "status $1"; fi
+}
+
+# sleep SECONDS, cut short by SIGTERM/SIGINT (the trap runs once `wait` returns)
+pause() {
+  local pid
+  sleep "$1" & pid=$!
+  wait "$pid" || true
+  kill "$pid" 2>/dev/null || true
+}
+
+supervise() {
+  local once=0
+  if [ "${1:-}" = --once ]; then once=1; shift; fi
+  [ $# -ge 2 ] || { echo "usage: $0 supervise [--once] NAME COMMAND [ARGS...]" >&2; exit 2; }
+  local name=$1; shift
+  restart_settings
+  local delay=$STAR_LEADERS_RESTART_DELAY max=$STAR_LEADERS_RESTART_DELAY_MAX healthy=$STAR_LEADERS_RESTART_RESET_AFTER
+  local child="" stopping=0 restarts=0 started ran rc waited
+  # honcho signals the process group, which COMMAND shares: it gets the signal itself.  Forward it only
+  # if COMMAND is still there a while later (the signal went to this shell alone), so it is never
+  # signalled twice (a second SIGTERM makes archive-streamer give up its flush).
+  trap 'stopping=1' TERM INT
+  while :; do
+    started=$SECONDS
+    "$@" &
+    child=$!
+    waited=0
+    while kill -0 "$child" 2>/dev/null; do      # bash reaps its children: a gone one fails kill -0
+      if [ "$stopping" = 0 ]; then
+        # returns when COMMAND exits, or on a signal; bash's own "Killed" note goes (a line follows)
+        wait "$child" 2>/dev/null || true
+      else                                      # stopping: give COMMAND 10 s, then forward the signal
+        if [ "$waited" -eq 20 ]; then kill -TERM "$child" 2>/dev/null || true; fi
+        sleep 0.5
+        waited=$((waited + 1))
+      fi
+    done
+    rc=0; wait "$child" 2>/dev/null || rc=$?    # its exit status, kept by bash
+    [ "$stopping" = 0 ] || exit 0
+    ran=$((SECONDS - started))
+    if [ "$once" = 1 ]; then
+      if [ "$rc" = 0 ]; then
+        echo "$name: finished after ${ran} s; not restarted (a restart replays from the first hour);" \
+          "idling so the stack stays up"
+      else
+        echo "$name: FAILED ($(exit_reason "$rc")) after ${ran} s; not restarted (a restart replays from the" \
+          "first hour and sends every event again); the rest of the stack keeps running:" \
+          "'make stop' then 'make start' replays afresh"
+      fi
+      while [ "$stopping" = 0 ]; do pause 3600; done
+      exit 0
+    fi
+    if [ "$ran" -ge "$healthy" ]; then delay=$STAR_LEADERS_RESTART_DELAY; fi
+    restarts=$((restarts + 1))
+    echo "$name: exited ($(exit_reason "$rc")) after ${ran} s; restart $restarts in ${delay} s"
+    pause "$delay"
+    [ "$stopping" = 0 ] || exit 0
+    delay=$(( delay * 2 > max ? max : delay * 2 ))
+  done
+}
+
 case "${1:-}" in
   start) if use_docker; then start_docker; else start_local; fi ;;
   stop) stop ;;
@@ -370,5 +454,6 @@ case "${1:-}" in
     if honcho_pid >/dev/null; then die "the stack is running: stop it first"; fi
     reset_topics ;;
   env) local_settings; for name in $settings_names; do printf 'export %s=%q\n' "$name" "${!name}"; done ;;
-  *) echo "usage: $0 start|stop|restart|status|tail|reset|env" >&2; exit 2 ;;
+  supervise) shift; supervise "$@" ;;
+  *) echo "usage: $0 start|stop|restart|status|tail|reset|env|supervise" >&2; exit 2 ;;
 esac

@@ -18,6 +18,10 @@ APP_NAME = "star-leaders"
 WINDOW_HOURS = 24                  # the sliding window: hourly star buckets ending at the stream's event time
 TOP_N = 10                         # leaders per state partition, and on the dashboard
 RECENT_EVENTS = 3                  # forks / pull requests kept per leader, newest first
+# star_leaders' state partitions (a repository's is crc32(name) % this): LEADERBOARD_TOPIC records carry
+# partition ids 0..PARTITION_COUNT-1, and the dashboard refuses any other (the topic is writable by anyone
+# on the broker).  Part of the state layout: changing it needs a fresh application id.
+PARTITION_COUNT = 32
 
 
 # The value of a LEADERBOARD_TOPIC record (JSON); its key is the partition id as text.

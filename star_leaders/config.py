@@ -6,8 +6,8 @@ of the state layout (state is partitioned and checkpointed by these keys), so ch
 fresh state (new consumer group / changelog), not a restart.
 """
 # Shared with the streamer and the dashboard, so they live in stack_contract: the topics, the
-# application's name (the workers' consumer group) and the window's shape.
-from stack_contract import APP_NAME, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS  # noqa: F401
+# application's name (the workers' consumer group), the window's shape and the partition count.
+from stack_contract import APP_NAME, PARTITION_COUNT, RECENT_EVENTS, SOURCE_TOPIC, TOP_N, WINDOW_HOURS  # noqa: F401
 from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC  # noqa: F401
 # What a valid event is (these two limits included) is stack_contract.valid_event's, shared with the
 # archive streamer: the decoder applies it (events.py).
@@ -16,7 +16,6 @@ from stack_contract.valid_event import REPO_NAME_MAX_LENGTH  # noqa: F401
 
 STATE_NAME = "repo-metadata"
 
-PARTITION_COUNT = 32                 # state partitions; a repo's partition is crc32(name) % this
 PARTITION_KEYS = list(range(PARTITION_COUNT))
 
 WATCH_EVENT = "WatchEvent"           # a star

@@ -2,13 +2,14 @@
 empty state, leaders arriving without reload, reordering, escaping of archive strings, layout at
 phone and desktop widths.  Screenshots go to test-artifacts/ (gitignored)."""
 import random
+import re
 import threading
 import uuid
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import ARTIFACTS, create_topic, new_page
+from conftest import ARTIFACTS, create_topic, free_port, new_page
 from dashboard.config import Config
 from test_dashboard_helpers import (REPOS, expected_top, hourly_shape, leader, produce_txn, record,
                                     recent_events, serve)
@@ -163,3 +164,85 @@ def test_live_page(kafka, topic_name, chromium, admin):
             page.close()
             traffic.stop_event.set()
             traffic.join(10)
+
+
+class GroupMember(threading.Thread):
+    """A member of a consumer group for as long as it runs (what a star_leaders worker is to the group)."""
+
+    def __init__(self, kafka, group, topic, name):
+        super().__init__(daemon=True)
+        self.c = Consumer({"bootstrap.servers": kafka, "group.id": group, "client.id": f"{group}-{name}",
+                           "enable.auto.commit": False, "session.timeout.ms": 6000})
+        self.c.subscribe([topic])
+        self.stop_event = threading.Event()
+
+    def run(self):
+        while not self.stop_event.is_set():
+            self.c.poll(0.2)
+        self.c.close()
+
+
+def test_health_card_shows_missing_workers_and_an_unreachable_kafka(kafka, topic_name, chromium):
+    """Workers: the group's members against --expected-workers (a crash-looping worker is missing);
+    Kafka: unreachable, for how long.  Screenshots of both."""
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    topic, source = topic_name("dash-wk"), topic_name("dash-wk-src")
+    group = f"dash-wk-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka, topic)
+    create_topic(kafka, source, partitions=2)
+    boards = leaderboard(seed=3, window_end="2015-01-02T08:40:00Z")
+    produce_boards(kafka, topic, boards, "2015-01-02T08:40:00Z")
+    member = GroupMember(kafka, group, source, "primary")
+    member.start()
+    config = Config(kafka=kafka, topic=topic, source_topic=source, group=group, expected_workers=2,
+                    health_interval=0.5)
+    try:
+        with serve(config) as (url, app):
+            page, errors = new_page(chromium)
+            try:
+                page.goto(url + "/")
+                expect(page.locator("#h-workers")).to_have_text("1 / 2", timeout=60_000)
+                expect(page.locator("#h-workers-dot")).to_have_attribute("data-state", "warn")
+                expect(page.locator("#h-workers-note")).to_have_text("1 missing \u00B7 restarting?")
+                expect(page.locator("ol#leaders > li.leader")).to_have_count(10, timeout=30_000)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-workers-missing-1280.png"))
+                second = GroupMember(kafka, group, source, "secondary")
+                second.start()
+                try:
+                    expect(page.locator("#h-workers")).to_have_text("2 / 2", timeout=60_000)
+                    expect(page.locator("#h-workers-dot")).to_have_attribute("data-state", "ok")
+                    expect(page.locator("#h-workers-note")).to_have_text("primary \u00B7 secondary")
+                finally:
+                    second.stop_event.set()
+                    second.join(15)
+                assert not errors, errors
+            finally:
+                page.close()
+    finally:
+        member.stop_event.set()
+        member.join(15)
+
+    dead = f"127.0.0.1:{free_port()}"      # nothing listens here
+    config = Config(kafka=dead, topic=topic, source_topic=source, group=group, expected_workers=2,
+                    health_interval=0.5, kafka_timeout=1.0)
+    with serve(config) as (url, app):
+        page, errors = new_page(chromium)
+        try:
+            page.goto(url + "/")
+            expect(page.locator("#h-kafka")).to_have_text("unreachable", timeout=30_000)
+            expect(page.locator("#h-dot")).to_have_attribute("data-state", "down")
+            expect(page.locator("#h-kafka-note")).to_contain_text("no answer for", timeout=10_000)
+            expect(page.locator("#h-workers")).to_have_text("\u2014")
+            expect(page.locator("#empty-hint")).to_contain_text("Waiting for Kafka")
+            page.wait_for_timeout(2500)
+            note = page.locator("#h-kafka-note").inner_text()
+            assert re.fullmatch(r"no answer for \d+ s", note), note
+            page.screenshot(path=str(ARTIFACTS / "dashboard-kafka-down-1280.png"))
+            page.set_viewport_size({"width": 390, "height": 844})
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            page.screenshot(path=str(ARTIFACTS / "dashboard-kafka-down-390.png"))
+            assert not errors, errors
+        finally:
+            page.close()

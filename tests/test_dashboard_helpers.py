@@ -59,14 +59,17 @@ def get_json(url: str):
 
 
 @contextmanager
-def serve(config):
-    """create_app(config) on a werkzeug threaded server in this process; yields the base URL."""
-    from werkzeug.serving import make_server
-    from dashboard.app import create_app
+def serve(config, app=None):
+    """create_app(config) (or `app`, already started) on the dashboard's own server (dashboard.server),
+    on a free port of 127.0.0.1, in this process; yields the base URL and the app (its server: app.server)."""
+    from dataclasses import replace
 
-    app = create_app(config)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    server.daemon_threads = True
+    from dashboard.app import create_app
+    from dashboard.server import make_server
+
+    app = app or create_app(config)
+    server = make_server(replace(config, host="127.0.0.1", port=0), app)
+    app.server = server
     t = threading.Thread(target=server.serve_forever, daemon=True)
     t.start()
     try:

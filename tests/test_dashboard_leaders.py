@@ -122,7 +122,7 @@ def test_bounds_on_lists_strings_and_partitions():
     many = [leader(f"o/r{i:03d}", i) for i in range(50)]
     many[0] = {"repo": "o/" + long, "stars": 1000, "hourly": list(range(100)),
                "recent_events": [{"type": "PullRequestEvent", "title": long, "url": long, "actor": long}] * 50}
-    b = L.Board(max_partitions=3)
+    b = L.Board(partitions=3)
     assert b.ingest(b"0", record(0, "2015-01-01T00:59:59Z", many))
     part = b._parts[0]
     assert len(part.leaders) == L.TOP_N
@@ -135,11 +135,11 @@ def test_bounds_on_lists_strings_and_partitions():
     assert len(ev["actor"]) == L.STR_CAPS["actor"]
     for p in (1, 2):
         assert b.ingest(str(p).encode(), record(p, None, [leader(f"p{p}/r", 1)]))
-    assert not b.ingest(b"3", record(3, None, [leader("p3/r", 1)]))   # beyond max_partitions
+    assert not b.ingest(b"3", record(3, None, [leader("p3/r", 1)]))   # not one of the 3 partitions
     assert b.stats()["partitions"] == 3 and b.stats()["malformed"] == 1
     assert b.ingest(b"1", record(1, None, [leader("p1/again", 1)]))   # known partitions still update
     assert len(b.snapshot()["leaders"]) == L.TOP_N
-    assert not b.ingest(b"0", record(L.MAX_PARTITION_ID, None, []))
+    assert not b.ingest(b"0", record(L.MAX_PARTITIONS, None, []))
 
 
 def test_repo_in_two_partitions_is_listed_once():
@@ -290,5 +290,6 @@ def test_stream_protocol_without_kafka(monkeypatch):
     assert json.loads(c.split("data: ", 1)[1])["leaders"] == [leader("a/b", 2)]
     resp.close()
     # the stream slot came back when the response closed
-    assert rt.streams.acquire(blocking=False)
-    rt.streams.release()
+    assert rt.streams.in_use() == 0
+    assert rt.streams.acquire("127.0.0.1")
+    rt.streams.release("127.0.0.1")

@@ -456,6 +456,9 @@ def test_procfile_commands_with_the_stacks_defaults(scripts):
             words = shlex.split(part)
             while words and words[0] in ("exec", "until", "do"):
                 words = words[1:]
+            if words[:2] == ["scripts/stack.sh", "supervise"]:      # supervise [--once] NAME COMMAND...
+                words = words[2:]
+                words = words[2:] if words[:1] == ["--once"] else words[1:]
             if words and "=" not in words[0]:
                 return words
         raise AssertionError(f"no command in {entries[name]!r}")
@@ -464,8 +467,12 @@ def test_procfile_commands_with_the_stacks_defaults(scripts):
         check_program(args_of(name), scripts)
     s, a, b, d = (args_of(n) for n in ("streamer", "primary", "secondary", "dashboard"))
     assert opt(s, "--source") == "synthetic", "offline machines need the synthetic source by default"
-    for w in WORKERS:
-        assert entries[w].startswith("n=0; until machida "), f"{w}: restarted on failure, like in compose"
+    for name in (*WORKERS, "dashboard"):     # restarted whenever they exit, like compose's restart policy
+        assert entries[name].startswith(f"exec scripts/stack.sh supervise {name} "), name
+    # not restarted (a replay starts from its first hour), but the supervisor keeps the stack up
+    assert entries["streamer"].startswith("exec scripts/stack.sh supervise --once streamer archive-streamer ")
+    assert opt(d, "--expected-workers") == str(len(WORKERS)) == str(
+        sum(args_of(n)[0] == "machida" for n in entries)), "the dashboard expects every worker of the Procfile"
     assert float(opt(s, "--speedup")) > 0
     for flag in ("--application-module", "--application-id", "--kafka_source_topic", "--kafka_sink_topic"):
         assert opt(a, flag) == opt(b, flag), flag

@@ -1,13 +1,16 @@
 """The whole local stack for real: `scripts/stack.sh start` (what `make start` runs) brings up the
 streamer (synthetic source), two workers and the dashboard on the shared broker; leaders appear on
-/api/leaders and keep changing; `scripts/stack.sh stop` ends every process and leaves the broker
-running (other tests share it).
+/api/leaders and keep changing; a worker `kill -9`'d again and again is restarted each time while the
+page keeps updating, the crash loop shows on the dashboard's Workers card and in the log, and the
+worker is back in the group once left alone; `scripts/stack.sh stop` ends every process and leaves
+the broker running (other tests share it).
 
 The run is isolated from a developer's own `make start` and from other tests: its own state dir,
 a free dashboard port, topics and application id with a random suffix.  Skipped, with the reason,
 until the services it needs exist."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,12 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, alive, free_port
+from conftest import ROOT, alive, free_port, wait_for
 
 STACK = ROOT / "scripts" / "stack.sh"
 VENV = Path(sys.prefix)
 LEADERS_WITHIN_S = 120
 CHANGE_WITHIN_S = 60
+CRASH_LOOP_S = 90          # kill -9 secondary for at most this long (until its absence shows)
 
 
 def missing_parts() -> list[str]:
@@ -46,13 +50,33 @@ pytestmark = [
 ]
 
 
-def leaders(port: int):
+def api(port: int, path: str):
     try:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"http://127.0.0.1:{port}/api/leaders", timeout=3) as r:
+        with opener.open(f"http://127.0.0.1:{port}{path}", timeout=3) as r:
             return json.loads(r.read())
     except (OSError, ValueError):
         return None
+
+
+def leaders(port: int):
+    return api(port, "/api/leaders")
+
+
+def worker_pid(root: int, name: str) -> int | None:
+    """The running `machida ... --name NAME` under `root` (not its supervisor, whose command names it too)."""
+    for pid in tree(root):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if "supervise" in words or "--name" not in words:
+            continue
+        i = words.index("--name")
+        if any(w.endswith("machida") for w in words[:2]) and words[i + 1:i + 2] == [name]:
+            return pid
+    return None
 
 
 def tree(pid: int) -> set[int]:
@@ -71,8 +95,8 @@ def tree(pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.timeout(600)
-def test_stack_start_shows_changing_leaders_and_stop_ends_it(kafka, tmp_path):
+@pytest.mark.timeout(900)
+def test_stack_start_shows_changing_leaders_heals_and_stop_ends_it(kafka, tmp_path):
     suffix = uuid.uuid4().hex[:8]
     port = free_port()
     state = tmp_path / "stack"
@@ -89,17 +113,21 @@ def test_stack_start_shows_changing_leaders_and_stop_ends_it(kafka, tmp_path):
         "STAR_LEADERS_LEADERBOARD_TOPIC": f"leaderboard-stack-{suffix}",
         "STAR_LEADERS_APP_ID": f"star-leaders-stack-{suffix}",
         "STAR_LEADERS_START_TIMEOUT": "120",
+        "STAR_LEADERS_RESTART_DELAY_MAX": "2",     # a crash loop without long pauses
     })
 
     def stack(*args, timeout=200):
         return subprocess.run(["bash", str(STACK), *args], capture_output=True, text=True, env=env,
                               cwd=ROOT, timeout=timeout)
 
-    def log_tail() -> str:
+    def log_text() -> str:
         try:
-            return "\n".join((state / "stack.log").read_text(errors="replace").splitlines()[-60:])
+            return (state / "stack.log").read_text(errors="replace")
         except OSError:
             return "(no log)"
+
+    def log_tail() -> str:
+        return "\n".join(log_text().splitlines()[-60:])
 
     try:
         t0 = time.monotonic()
@@ -130,6 +158,38 @@ def test_stack_start_shows_changing_leaders_and_stop_ends_it(kafka, tmp_path):
                 break
             time.sleep(1)
         assert changed, f"leaders did not change within {CHANGE_WITHIN_S} s:\n{log_tail()}"
+
+        # ---- a worker in a crash loop: kill -9 each incarnation of secondary as soon as it runs
+        wait_for(lambda: (api(port, "/api/health") or {}).get("workers") == 2, timeout_s=120,
+                 what=f"both workers in the group:\n{log_tail()}")
+        killed, saw_missing, t2 = [], None, time.monotonic()
+        before_kills = leaders(port)
+        while time.monotonic() - t2 < CRASH_LOOP_S and (len(killed) < 3 or saw_missing is None):
+            pid = wait_for(lambda: (lambda p: p if p and p not in killed else None)(worker_pid(honcho, "secondary")),
+                           timeout_s=60, what=f"secondary restarted after kill {len(killed)}:\n{log_tail()}")
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            wait_for(lambda: "secondary: exited (SIGKILL) after" in log_text() and
+                     f"restart {len(killed)} in" in log_text(), timeout_s=30,
+                     what=f"the log line of restart {len(killed)}")
+            h = api(port, "/api/health") or {}
+            if h.get("workers") == 1 and h.get("expected_workers") == 2 and saw_missing is None:
+                saw_missing = h
+            assert alive(honcho), f"the stack went down with its worker:\n{log_tail()}"
+        print(f"{len(killed)} kills in {time.monotonic() - t2:.0f} s; health during the loop: {saw_missing}")
+        assert len(killed) >= 3
+        assert saw_missing, f"the Workers card never showed the missing worker:\n{log_tail()}"
+        assert saw_missing["worker_names"] == ["primary"]
+        assert sum("secondary: exited (SIGKILL)" in line for line in log_text().splitlines()) == len(killed)
+        # the page kept updating (primary took over), and secondary is back once left alone
+        wait_for(lambda: (lambda d: d and d != before_kills)(leaders(port)), timeout_s=CHANGE_WITHIN_S,
+                 what=f"leaders changing while secondary crash-loops:\n{log_tail()}")
+        back = wait_for(lambda: (lambda h: h if h and h.get("workers") == 2 else None)(api(port, "/api/health")),
+                        timeout_s=120, what=f"secondary back in the group:\n{log_tail()}")
+        assert back["worker_names"] == ["primary", "secondary"]
+        after = leaders(port)
+        wait_for(lambda: (lambda d: d and d != after)(leaders(port)), timeout_s=CHANGE_WITHIN_S,
+                 what="leaders changing after the crash loop")
 
         # a second start does not start a second stack
         r = stack("start")

@@ -4,6 +4,7 @@ The fake stands in for honcho and the four services (which the live test runs fo
 /api/leaders on the stack's port and keeps a child in a session of its own, as honcho does with its
 processes.  Kafka is never touched here: the stack is pointed at a broker address that is not local."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -246,3 +247,125 @@ def test_start_refuses_a_busy_port(stack):
 def test_tail_without_a_log(stack):
     r = stack.run("tail")
     assert r.returncode == 1 and "no log yet" in r.stderr
+
+
+# ---------- supervise: what the Procfile runs every service under ----------
+
+class Supervised:
+    """`stack.sh supervise` in a session of its own (as honcho starts each Procfile process)."""
+
+    def __init__(self, tmp: Path, *args, **env):
+        self.log = tmp / "supervise.log"
+        self.proc = subprocess.Popen(
+            ["bash", str(STACK), "supervise", *args], cwd=tmp, stdout=open(self.log, "wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "STAR_LEADERS_RESTART_DELAY": "1", "STAR_LEADERS_RESTART_DELAY_MAX": "2",
+                 **env})
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_log(self, needle: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while needle not in self.text():
+            assert time.monotonic() < deadline, f"{needle!r} not in the log:\n{self.text()}"
+            assert self.proc.poll() is None, f"the supervisor exited ({self.proc.returncode}):\n{self.text()}"
+            time.sleep(0.1)
+        return self.text()
+
+    def kill(self):
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def supervised(tmp_path):
+    made = []
+
+    def make(*args, **env):
+        s = Supervised(tmp_path, *args, **env)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.kill()
+
+
+def test_supervise_restarts_with_backoff_for_as_long_as_it_runs(supervised, tmp_path):
+    # the third run lasts 3 s: healthy (RESET_AFTER=2), so the delay after it starts again at 1 s
+    runs = tmp_path / "runs"
+    s = supervised("worker", "sh", "-c", f'echo x >> {runs}; [ "$(wc -l < {runs})" -eq 3 ] && sleep 3; exit 3',
+                   STAR_LEADERS_RESTART_RESET_AFTER="2")
+    log = s.wait_log("restart 5 in", timeout=40)
+    lines = [l for l in log.splitlines() if l.startswith("worker: exited")]
+    delays = [int(l.rsplit(" in ", 1)[1].removesuffix(" s")) for l in lines[:5]]
+    assert delays == [1, 2, 1, 2, 2], log           # doubling, capped at 2, reset by the healthy run
+    assert all("(status 3)" in l for l in lines), log
+    assert s.proc.poll() is None, "the supervisor must outlive its command"
+    s.proc.send_signal(signal.SIGTERM)               # to the supervisor alone, between two runs
+    assert s.proc.wait(10) == 0
+    n = len(runs.read_text().splitlines())
+    time.sleep(3)
+    assert len(runs.read_text().splitlines()) == n, "a run started after the supervisor was stopped"
+
+
+def test_supervise_restarts_a_killed_command_and_stops_with_its_group(supervised, tmp_path):
+    pidfile = tmp_path / "pid"
+    s = supervised("worker", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 600")
+    pids = []
+    for n in range(1, 4):
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() or not pidfile.read_text().strip() or int(pidfile.read_text()) in pids:
+            assert time.monotonic() < deadline, s.text()
+            time.sleep(0.05)
+        pids.append(int(pidfile.read_text()))
+        os.kill(pids[-1], signal.SIGKILL)
+        s.wait_log(f"; restart {n} in")
+        assert re.search(rf"^worker: exited \(SIGKILL\) after \d+ s; restart {n} in \d+ s$", s.text(), re.M), s.text()
+    deadline = time.monotonic() + 20
+    while int(pidfile.read_text() or 0) in pids:
+        assert time.monotonic() < deadline, s.text()
+        time.sleep(0.05)
+    command = int(pidfile.read_text())
+    assert alive(command)
+    os.killpg(s.proc.pid, signal.SIGTERM)            # what honcho does to stop the stack
+    assert s.proc.wait(10) == 0
+    assert wait_gone(command, 5)
+    assert "restart 4" not in s.text()
+    assert "Killed" not in s.text().replace("SIGKILL", ""), "only the supervisor's own lines"
+
+
+def test_supervise_forwards_a_signal_its_command_did_not_get(supervised, tmp_path):
+    pidfile = tmp_path / "pid"
+    s = supervised("worker", "sh", "-c", f"echo $$ > {pidfile}; exec sleep 600")
+    deadline = time.monotonic() + 20
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    command = int(pidfile.read_text())
+    s.proc.send_signal(signal.SIGTERM)               # the supervisor alone
+    time.sleep(2)
+    assert alive(command), "given time to end on the group's signal first"
+    assert s.proc.wait(30) == 0
+    assert wait_gone(command, 5)
+
+
+@pytest.mark.parametrize("status,says", [(0, "streamer: finished after"), (4, "streamer: FAILED (status 4)")])
+def test_supervise_once_runs_its_command_once_and_idles(supervised, tmp_path, status, says):
+    runs = tmp_path / "runs"
+    s = supervised("--once", "streamer", "sh", "-c", f"echo x >> {runs}; exit {status}")
+    log = s.wait_log(says)
+    assert "not restarted" in log
+    time.sleep(3)
+    assert s.proc.poll() is None, "the supervisor idles, so honcho keeps the stack up"
+    assert runs.read_text() == "x\n"
+    os.killpg(s.proc.pid, signal.SIGTERM)
+    assert s.proc.wait(10) == 0
+
+
+def test_supervise_usage():
+    r = subprocess.run(["bash", str(STACK), "supervise", "only-a-name"], capture_output=True, text=True)
+    assert r.returncode == 2 and "usage" in r.stderr

@@ -21,6 +21,7 @@
     sourceTopic: body.getAttribute("data-source-topic"),
     group: body.getAttribute("data-group"),
     kafka: body.getAttribute("data-kafka") || "",
+    expectedWorkers: parseInt(body.getAttribute("data-expected-workers"), 10) || null,
     topN: parseInt(body.getAttribute("data-top-n"), 10),
     hours: parseInt(body.getAttribute("data-window-hours"), 10),
     recentEvents: parseInt(body.getAttribute("data-recent-events"), 10)
@@ -318,6 +319,12 @@
     else { dot.setAttribute("data-state", "unknown"); label = "checking…"; }
     $("h-kafka").textContent = label;
     $("stat-kafka").title = str(h.error);
+    var since = state.streamOpen && h.kafka_connected === false ? parseTime(h.kafka_unreachable_since) : null;
+    var checked = parseTime(h.checked_at);
+    $("h-kafka-note").textContent = since !== null && checked !== null
+      ? "no answer for " + fmtDuration(checked - since + (Date.now() - state.healthAt))
+      : cfg.kafka;
+    renderWorkers(h);
 
     $("h-in").textContent = fmtRate(h.events_in_per_s);
     $("h-out").textContent = fmtRate(h.events_out_per_s);
@@ -334,14 +341,46 @@
     renderHint();
   }
 
+  /* Members of the workers' consumer group against the number the stack runs: a worker in a crash
+     loop (restarted again and again by the stack's supervisor) shows here as missing. */
+  function renderWorkers(h) {
+    var dot = $("h-workers-dot"), card = $("stat-workers");
+    var n = state.streamOpen && h.kafka_connected === true && typeof h.workers === "number" ? int(h.workers) : null;
+    var expected = typeof h.expected_workers === "number" ? int(h.expected_workers) : cfg.expectedWorkers;
+    var names = Array.isArray(h.worker_names) ? h.worker_names.filter(function (x) { return typeof x === "string"; }) : [];
+    var st = n === null ? "unknown" : !expected ? (n > 0 ? "ok" : "unknown") : n >= expected ? "ok" : n > 0 ? "warn" : "down";
+    dot.setAttribute("data-state", st);
+    card.setAttribute("data-state", st);
+    $("h-workers").textContent = n === null ? "\u2014" : expected ? n + " / " + expected : String(n);
+    if (n !== null && expected && n < expected) {
+      setNote("h-workers-note", [(expected - n) + " missing \u00B7 restarting?"]);
+    } else if (n !== null && names.length) {
+      setNote("h-workers-note", [names.join(" \u00B7 ")]);
+    } else {
+      setNote("h-workers-note", ["in ", { code: cfg.group }]);
+    }
+    card.title = "consumer group " + cfg.group + (h.group_state ? " (" + str(h.group_state) + ")" : "") +
+      (names.length ? ": " + names.join(", ") : "");
+  }
+
+  function fmtDuration(ms) {
+    var s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + " s";
+    var m = Math.floor(s / 60);
+    if (m < 60) return m + " min " + pad(s % 60) + " s";
+    return Math.floor(m / 60) + " h " + pad(m % 60) + " min";
+  }
+
   function renderUpdated() {
     var h = state.health;
     var u = $("updated");
     var last = h && parseTime(h.last_update), checked = h && parseTime(h.checked_at);
     if (!last || !checked || !state.leaders.length) { u.textContent = ""; return; }
     var age = Math.max(0, checked - last) + (Date.now() - state.healthAt);
-    u.textContent = "updated " + fmtAgo(age);
-    u.title = "star_leaders last wrote to \u201C" + cfg.topic + "\u201D at " + fmtDate(last) + " " + fmtHMS(last) + " UTC";
+    var refused = int(h.malformed_records);
+    u.textContent = "updated " + fmtAgo(age) + (refused ? " \u00B7 " + fmtNum(refused) + " bad record" + (refused === 1 ? "" : "s") + " refused" : "");
+    u.title = "star_leaders last wrote to \u201C" + cfg.topic + "\u201D at " + fmtDate(last) + " " + fmtHMS(last) + " UTC" +
+      (refused ? "; last refused: " + str(h.last_malformed) : "");
   }
 
   function renderHint() {
