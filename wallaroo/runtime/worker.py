@@ -21,6 +21,7 @@ from confluent_kafka.admin import AdminClient
 from . import clients, edges, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
+from .operations import ControlListener
 from .serde import Serde
 from .state import restore
 from .task import Task
@@ -68,6 +69,7 @@ class Worker:
         self._commits_before = 0          # checkpoints committed by clients replaced since
         self._last_fenced = None
         self._next_consumer_warning = 0.0
+        self.control = ControlListener(self.bootstrap, self.app_id, self.opts.name, self.stop)   # machida shrink
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
@@ -95,8 +97,10 @@ class Worker:
             existing = admin.list_topics(timeout=10).topics
         for s in sinks:                 # an encoder's partition is checked against it
             s.partitions = len(existing[s.topic].partitions)
+        self.control.prepare(admin, replication)    # before joining: see ControlListener
         self._connect()
         self.bridges.start()
+        self.control.start()
         return True
 
     def _connect(self):
@@ -212,6 +216,7 @@ class Worker:
             self._next_consumer_warning = now + 1.0
 
     def _close(self):
+        self.control.stop()
         self.bridges.stop()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
