@@ -10,7 +10,8 @@ at the newest event's hour, counts, hourly buckets and order exactly.
 Cases: (a) three synthetic days followed by quiet hours in which only two repositories (sharing one
 repartition partition) get events, so the windows of almost every state partition, and of one whole
 worker, can only slide through watermarks; (b) the real hour in shared/data/gharchive; (c) (a)
-again with one worker killed by SIGKILL in the middle of the replay.
+again with one worker killed by SIGKILL in the middle of the replay; (d) (a) with three workers, two
+of them removed by `machida shrink --count 2` in the middle of the replay.
 """
 import gzip
 import json
