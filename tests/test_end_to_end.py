@@ -10,7 +10,8 @@ at the newest event's hour, counts, hourly buckets and order exactly.
 Cases: (a) three synthetic days followed by quiet hours in which only two repositories (sharing one
 repartition partition) get events, so the windows of almost every state partition, and of one whole
 worker, can only slide through watermarks; (b) the real hour in shared/data/gharchive; (c) (a)
-again with one worker killed by SIGKILL in the middle of the replay.
+again with one worker killed by SIGKILL in the middle of the replay; (d) (a) with three workers, two
+of them removed by `machida shrink --count 2` in the middle of the replay.
 """
 import gzip
 import json
@@ -272,15 +273,26 @@ def assert_clean_logs(procs):
 @pytest.fixture
 def stack(kafka, topic_name, workers, tmp_path):
     """Runs the stack; the test body gets a function (folder, expected, **kw) -> api."""
-    def run(folder, expected, *, kill_midway=False, expect_sent=None, timeout_s=120):
+    def run(folder, expected, *, kill_midway=False, shrink_midway=False, expect_sent=None, timeout_s=120):
         source, sink, app_id = topic_name("e2e-gharchive"), topic_name("e2e-leaderboard"), topic_name("e2e-app")
-        procs = start_workers(workers, source, sink, app_id)
+        names = ("w1", "w2", "w3") if shrink_midway else ("w1", "w2")
+        procs = start_workers(workers, source, sink, app_id, names)
         at_kill = {}
         with dashboard(kafka, sink, source, app_id, tmp_path) as dash:
             replay = start_replay(kafka, folder, source, tmp_path, "--speedup", "0")
             try:
-                assignment = wait_for(lambda: both_assigned(kafka, app_id, source), 90,
-                                      "both workers to own source partitions")
+                assignment = wait_for(lambda: both_assigned(kafka, app_id, source, names), 90,
+                                      "every worker to own source partitions")
+                if shrink_midway:       # machida shrink --count 2: w2 and w3 checkpoint, leave and exit 0
+                    wait_for(lambda: sum(max(0, c) for c in source_progress(kafka, app_id, source)[0].values())
+                             >= KILL_AFTER, 90, f"the group to commit {KILL_AFTER} source offsets")
+                    done = subprocess.run([sys.executable, "-m", "wallaroo.runtime.cli", "shrink", "--count", "2",
+                                           "--application-id", app_id, "--bootstrap-servers", kafka],
+                                          capture_output=True, text=True, timeout=180)
+                    assert done.returncode == 0 and "w2, w3 left" in done.stdout, done.stdout + done.stderr
+                    at_kill["replay_running"] = replay.poll() is None
+                    for proc in procs[1:]:
+                        assert proc.wait(60) == 0, proc.log_path.read_text()[-3000:]
                 if kill_midway:
                     mine = assignment[f"{app_id}-w2"]
 
@@ -299,7 +311,7 @@ def stack(kafka, topic_name, workers, tmp_path):
                     replay.wait(10)
             if expect_sent is not None:
                 assert sent == expect_sent
-            live = procs[:1] if kill_midway else procs
+            live = procs[:1] if kill_midway or shrink_midway else procs
             if kill_midway:     # w2 had committed some of its input, and had some left to do
                 ends = source_progress(kafka, app_id, source)[1]
                 at_kill["ends"] = {p: ends[p] for p in at_kill["committed"]}
@@ -312,7 +324,7 @@ def stack(kafka, topic_name, workers, tmp_path):
             assert health["kafka_connected"] and health["group"] == app_id
         assert_clean_logs(live)
         return {"api": api, "assignment": assignment, "procs": procs, "health": health, "app_id": app_id,
-                "at_kill": at_kill}
+                "at_kill": at_kill, "sink": sink}
     return run
 
 
@@ -380,3 +392,22 @@ def test_worker_killed_midway_keeps_the_result_exact(synthetic_days, stack):
     log = w1.log_path.read_text()
     last = log[log.rindex("w1: revoking"):]
     assert re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]; \S+ \[0, 1, 2, 3\]", last), log[-3000:]
+
+
+def test_shrink_three_to_one_midway_keeps_the_result_exact(synthetic_days, stack, kafka):
+    """`machida shrink --count 2` while three workers replay: w2 and w3 checkpoint, leave and exit 0,
+    w1 takes over their partitions and state, the leaderboard is exactly the batch result, and no
+    board was emitted twice (a state partition emits only when its board changes)."""
+    from conftest import read_topic
+    folder, lines, expected = synthetic_days
+    run = stack(folder, expected, shrink_midway=True, expect_sent=len(lines))
+    print("at the shrink:", run["at_kill"])
+    assert [p.returncode for p in run["procs"][1:]] == [0, 0]
+    log = run["procs"][0].log_path.read_text()
+    last = log[log.rindex("w1: revoking"):]
+    assert re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]; \S+ \[0, 1, 2, 3\]", last), log[-3000:]
+    boards = {}
+    for m in read_topic(kafka, run["sink"], idle_s=2):
+        previous = boards.get(m.key())
+        assert m.value() != previous, f"board of {m.key()!r} emitted twice in a row: {m.value()[:200]!r}"
+        boards[m.key()] = m.value()

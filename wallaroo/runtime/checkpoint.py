@@ -15,6 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from confluent_kafka import KafkaException, TopicPartition
 
 from .errors import is_fatal, is_fenced, retrying
+from .operations import offset_metadata
 
 log = logging.getLogger("wallaroo.checkpoint")
 
@@ -92,12 +93,15 @@ class Transactions:
                 raise ClientsBroken(f"begin_transaction: {e}", fenced=is_fenced(e.args[0])) from e
             self.open = True
 
-    def commit(self, offsets: dict):
-        """Commit the open transaction with `offsets` {(topic, partition): next offset}.
+    def commit(self, offsets: dict, metadata: dict | None = None):
+        """Commit the open transaction with `offsets` {(topic, partition): next offset}, each with its
+        `metadata` string if given (operations.offset_metadata: read by `machida status`).
 
         TransactionAborted when Kafka refused the commit and the transaction was aborted (e.g. a
         rebalance fenced this member); ClientsBroken when the producer must be replaced."""
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        metadata = metadata or {}
+        tps = [TopicPartition(t, p, o, metadata[(t, p)]) if (t, p) in metadata else TopicPartition(t, p, o)
+               for (t, p), o in offsets.items()]
         attempt = 0
         while True:
             try:
@@ -172,7 +176,7 @@ class Checkpointer:
             self.collector.changelog(topic, p, kb, blob)
         try:
             self.transactions.begin()  # offsets alone still need a transaction
-            self.transactions.commit(self.offsets)
+            self.transactions.commit(self.offsets, offset_metadata(self.task, self.offsets))
         except TransactionAborted:
             if rewind:
                 self.rewind()

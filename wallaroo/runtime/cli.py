@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
+from . import operations
 from .serde import StateEncodingError
 from .tcp import TCPBridgeError
 from .topics import TopologyError
@@ -100,6 +101,8 @@ def strip_wallaroo_flags(argv):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("status", "shrink"):     # operations on a running application
+        return operations.main(argv)
     argv, dropped = strip_wallaroo_flags(argv)
     opts, _rest = parser().parse_known_args(argv)
     logging.basicConfig(level=opts.log_level.upper(), stream=sys.stderr,

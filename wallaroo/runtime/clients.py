@@ -80,6 +80,13 @@ def end_offsets_probe_config(bootstrap, group_id):
             "enable.auto.commit": False, "isolation.level": "read_uncommitted"}
 
 
+def control_consumer_config(bootstrap, group_id):
+    """Reads the application's control topic (machida shrink); assigned by hand, never joins a group
+    and never commits (each worker reads from the end as it was when the worker started)."""
+    return {"bootstrap.servers": bootstrap, "group.id": group_id,
+            "enable.auto.commit": False, "enable.auto.offset.store": False}
+
+
 def admin_config(bootstrap):
     return {"bootstrap.servers": bootstrap}
 

@@ -22,6 +22,7 @@ from . import clients, edges, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
+from .operations import ControlListener
 from .serde import Serde
 from .state import restore
 from .task import Task
@@ -75,6 +76,7 @@ class Worker:
         self._commits_before = 0          # checkpoints committed by clients replaced since
         self._last_fenced = None
         self._next_consumer_warning = 0.0
+        self.control = ControlListener(self.bootstrap, self.app_id, self.opts.name, self.stop)   # machida shrink
 
     # --- set-up -------------------------------------------------------------------------------
     def _prepare(self):
@@ -103,8 +105,10 @@ class Worker:
             existing = admin.list_topics(timeout=10).topics
         for s in sinks:                 # an encoder's partition is checked against it
             s.partitions = len(existing[s.topic].partitions)
+        self.control.prepare(admin, replication)    # before joining: see ControlListener
         self._connect()
         self.bridges.start()
+        self.control.start()
         return True
 
     def _connect(self):
@@ -220,6 +224,7 @@ class Worker:
             self._next_consumer_warning = now + 1.0
 
     def _close(self):
+        self.control.stop()
         self.bridges.stop()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
