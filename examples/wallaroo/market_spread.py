@@ -161,6 +161,19 @@ def order_result_encoder(result):
     return line.encode("ascii"), order.symbol.encode("ascii")
 
 
+def serialize(message):
+    """Orders and quotes cross to the state step in their own wire format: plain bytes, so the engine
+    needs no pickle (which would let anyone who can write to the repartition topic run code)."""
+    if isinstance(message, Order):
+        return order_message(message.side, message.account, message.order_id, message.symbol,
+                             message.quantity, message.price, message.transact_time)
+    return market_data_message(message.symbol, message.bid, message.offer, message.transact_time)
+
+
+def deserialize(data):
+    return order_decoder(data) if data[:1] == bytes([ORDER_TYPE]) else market_data_decoder(data)
+
+
 def order_message(side, account, order_id, symbol, quantity, price, transact_time="20180101-00:00:00.000"):
     """An order as the Orders pipeline reads it (unframed)."""
     return ORDER.pack(ORDER_TYPE, side, account, order_id.encode().rjust(6), symbol.encode().rjust(4),
