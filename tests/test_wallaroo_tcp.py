@@ -1,7 +1,6 @@
 """Wallaroo's own examples (examples/wallaroo/), 0.5's sinks and the TCP bridges on the real broker, over
 real TCP sockets: output equals run_local and an expectation computed here; the market spread's two
 pipelines joined by state run exactly once across kill -9."""
-import pickle
 import random
 import signal
 import struct
@@ -11,6 +10,8 @@ from collections import Counter, defaultdict
 
 import pytest
 
+from wallaroo.runtime.routing import EVENT_TIME_KEY
+from wallaroo.runtime.serde import StateCodec
 from conftest import ROOT, create_topic, free_port, read_topic, wait_for
 from examples.wallaroo import alphabet, celsius, market_spread, reverse, word_count
 from tcp_peers import Receiver, send_framed
@@ -211,8 +212,10 @@ def test_market_spread_over_tcp(kafka, topic_name, workers, receiver):
 def quote_counts(kafka, app_id):
     """{symbol: quotes} in the committed changelog of the market spread's state."""
     latest = {}
+    codec = StateCodec("symbol-data", market_spread.SymbolData)
     for m in read_topic(kafka, topics.changelog_topic(app_id, "symbol-data"), idle_s=0.5, timeout_s=10):
-        latest[m.key()] = pickle.loads(m.value())
+        if m.key() != EVENT_TIME_KEY and m.value() is not None:
+            latest[m.key()] = codec.decode(m.value())
     by_key = {market_spread.symbol_key(s): s for s in market_spread.SYMBOLS}
     from wallaroo.runtime.routing import key_from_bytes
     return {by_key[key_from_bytes(k)]: state.quotes for k, state in latest.items()}

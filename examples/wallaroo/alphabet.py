@@ -38,6 +38,15 @@ def decoder(payload):
     return Votes(letter.decode("ascii").lower(), votes)
 
 
+def serialize(votes):
+    """Votes cross to the state step in their wire format (data, not pickle)."""
+    return VOTE.pack(votes.letter.encode("ascii"), votes.votes)
+
+
+def deserialize(data):
+    return decoder(data)
+
+
 @wallaroo.partition
 def partition(votes):
     return votes.letter

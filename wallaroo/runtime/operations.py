@@ -22,6 +22,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicParti
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from .routing import EVENT_TIME_KEY
 from . import clients, topics
 
 log = logging.getLogger("wallaroo.operations")
@@ -166,7 +167,9 @@ def count_changelog_keys(bootstrap, topic, partitions, timeout_s=60.0):
                     if err.code() == KafkaError._PARTITION_EOF:
                         pending.discard(m.partition())
                     continue
-                if m.value() is None:
+                if m.key() == EVENT_TIME_KEY:     # the partition's saved event time, not a state entity
+                    pass
+                elif m.value() is None:
                     keys[m.partition()].discard(m.key())
                 else:
                     keys[m.partition()].add(m.key())
