@@ -18,7 +18,7 @@ def metrics_topic(application_id: str) -> str:
 
 # Latency bins, Wallaroo's decades from 1 us to 1 s with 2 and 5 in between (so percentiles are within
 # a factor of 2.5): upper bounds in seconds; a histogram has one count per bound plus one for > 1 s.
-LATENCY_BOUNDS_S = tuple(m * 10.0 ** e for e in range(-6, 0) for m in (1, 2, 5)) + (1.0,)
+LATENCY_BOUNDS_S = tuple(float(f"{m}e{e}") for e in range(-6, 0) for m in (1, 2, 5)) + (1.0,)
 PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9, 99.99)
 
 
