@@ -211,3 +211,18 @@ def test_end_to_end_binning_at_the_commit_equals_binning_each_record():
         each.observe(now - t)
     assert at_commit.counts == each.counts and sum(each.counts) == len(starts)
     assert abs(at_commit.sum_s - each.sum_s) < 1e-6
+
+
+def test_a_metrics_port_in_use_stops_the_worker_with_a_clear_message(run, tmp_path):
+    import socket
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        workers = Workers(run["kafka"], tmp_path)
+        try:
+            w = workers.start("star_leaders", run["source"], run["sink_off"], "w9", f"metrics-busy-{uuid.uuid4().hex[:6]}",
+                              *FAST, "--metrics-port", str(taken.getsockname()[1]), cwd=ROOT)
+            assert w.wait(60) != 0
+        finally:
+            workers.stop_all()
+    assert "cannot serve metrics on 127.0.0.1:" in w.log_path.read_text()

@@ -7,6 +7,7 @@ import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
 from . import operations
+from .metrics import MetricsPortError
 from .serde import StateEncodingError
 from .tcp import TCPBridgeError
 from .topics import TopologyError
@@ -140,7 +141,7 @@ def main(argv=None):
         metrics_host=opts.metrics_host))
     try:
         worker.run()
-    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError) as e:
+    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError, MetricsPortError) as e:
         sys.exit(f"machida: {e}")
     return 0
 

@@ -39,6 +39,10 @@ TOPIC_CONFIG = {"retention.ms": str(3_600_000), "segment.ms": str(600_000),
 MAX_SNAPSHOT_BYTES = 900_000
 
 
+class MetricsPortError(RuntimeError):
+    """The metrics port cannot be listened on."""
+
+
 class Histogram:
     """Counts per fixed bin (upper bounds LATENCY_BOUNDS_S, then > 1 s) and the sum of seconds."""
     __slots__ = ("counts", "sum_s")
@@ -340,7 +344,10 @@ def serve(metrics, figures, port, host):
     from prometheus_client import CollectorRegistry, start_http_server
     registry = CollectorRegistry(auto_describe=False)
     registry.register(PrometheusCollector(metrics, figures))
-    server, _thread = start_http_server(port, host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, host, registry=registry)
+    except OSError as e:
+        raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {e} (another --metrics-port?)") from e
     log.info("metrics: Prometheus text at http://%s:%d/metrics", host, server.server_port)
     return server
 
