@@ -123,7 +123,9 @@ def test_scrape_counts_every_message_per_step_as_run_local_does(run):
     assert sample(fams, "wallaroo_dead_letters", "_total") == run["local"]["figures"]["dead_letters"] == 7
     assert sample(fams, "wallaroo_checkpoints", "_total") >= 1
     assert sample(fams, "wallaroo_restores", "_total") >= 1     # the state partition, on assignment
-    assert sample(fams, "wallaroo_partitions_assigned", "") == 2    # source and repartition partition
+    # read every snapshot interval: the source and the repartition partition
+    wait_for(lambda: (scrape(run["port"]) or {}).get("wallaroo_partitions_assigned") and
+             sample(scrape(run["port"]), "wallaroo_partitions_assigned", "") == 2, 30, "2 partitions assigned")
     # event-time lag: the wall clock minus the newest record's time (2015)
     newest_s = max(ts for _, ts in run["records"]) / 1000
     assert abs(sample(fams, "wallaroo_event_time_lag_seconds", "") - (time.time() - newest_s)) < 600

@@ -247,7 +247,7 @@ class Worker:
     def _publish_metrics(self):
         try:
             self._lag = metrics.consumer_lag(self.consumer)
-        except (KafkaException, RuntimeError) as e:   # keep the last figures; the next interval tries again
+        except Exception as e:  # noqa: BLE001 - best effort (a closed consumer): keep the last figures
             log.debug("%s: consumer lag: %s", self.opts.name, e)
         self.publisher.publish(self.task.metrics.snapshot(self._metric_figures()))
 
