@@ -6,17 +6,23 @@ fresh topic. Each run starts one `machida` worker under a fresh application id a
 first checkpoint to the checkpoint that commits the last source offset and the last record of its
 repartition topic (the group's committed offsets, read from the broker): all state work done.
 Start-up and the broker's own warm-up are not counted. Runs alternate metrics on (the default) and
-`--no-metrics`, the order swapped every round, so the cost of metrics is measured in one go.
+`--no-metrics`, the order swapped every round, so the cost of metrics is measured in one go; the same
+comparison is made on the task alone (in process, no Kafka, CPU time), which the machine's load
+disturbs less.
 """
 import argparse
 import os
 import statistics
 import sys
+import time
 
 from archive_streamer.produce import ensure_topic, send_events
 from archive_streamer.synthetic import generate_events
 from star_leaders import config
+from wallaroo.runtime.serde import Serde
+from wallaroo.runtime.task import Task
 from wallaroo.runtime.topics import repartition_topic
+from wallaroo.testing import LocalCollector, LocalMessage, LocalResult, load_application
 
 from benchmarks.common import (Children, Probe, default_bootstrap, delete_topics, event_kind, machida,
                                require_broker, run_id, time_until_committed, topics_with_prefix)
@@ -36,6 +42,28 @@ def run_once(children, bootstrap, topic, tps, total, checkpoint_ms, extra=()):
         children.stop(worker)
         delete_topics(bootstrap, topics_with_prefix(bootstrap, f"{app_id}-"))
     return rate, children.cpu_seconds(worker) if worker.pid in children.usage else float("nan")
+
+
+def task_alone(lines, metrics, partitions=4):
+    """CPU seconds star_leaders' task takes over `lines` in process (the runtime's own processing code,
+    state included, no Kafka), with or without metrics; a checkpoint boundary every 20,000 lines."""
+    import star_leaders
+    app, module = load_application(star_leaders, ["machida"])
+    collector = LocalCollector(LocalResult())
+    task = Task(app, "bench", Serde(module, app), partitions, collector, metrics=metrics)
+    for store in task.stores.values():
+        for p in range(partitions):
+            store.adopt(p, {})
+    messages = [LocalMessage(config.SOURCE_TOPIC, 0, i, None, line, None, None) for i, line in enumerate(lines)]
+    queue, repartition = collector.queue, task.process_repartition
+    started = time.process_time()
+    for i, m in enumerate(messages):
+        task.process_source(m)
+        while queue:
+            repartition(queue.popleft())
+        if metrics and i % 20_000 == 0:
+            task.metrics.committed(time.perf_counter())
+    return time.process_time() - started
 
 
 def main(argv=None):
@@ -72,6 +100,16 @@ def measure(argv):
                   f"{size:,.0f} bytes on average, {100 - 100 * interesting / len(events):.1f}% filtered out")
             with Probe(args.kafka) as probe:
                 tps = probe.partitions(topic)
+            # The fastest of several alternating runs: the one the machine's other work disturbed least.
+            lines = [e.line for e in events[:30_000]]
+            alone = {"on": [], "off": []}
+            for i in range(6):
+                for metrics in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                    alone[metrics].append(task_alone(lines, metrics == "on"))
+            on, off = min(alone["on"]), min(alone["off"])
+            print(f"bench: the task alone (in process, {len(lines):,} events, fastest of 6 alternating runs), "
+                  f"metrics cost {100 * (on - off) / off:+.1f}% ({1e9 * (on - off) / len(lines):.0f} ns per event): "
+                  f"{len(lines) / on:,.0f} on, {len(lines) / off:,.0f} off events/s")
             # Wall-clock rates swing with whatever else the machine runs; events per CPU second of the
             # worker process (start-up included, alike for both) show the cost of metrics more steadily.
             rates, per_cpu = {"on": [], "off": []}, {"on": [], "off": []}

@@ -73,16 +73,29 @@ class Histogram:
 
 
 class StepFigures:
-    __slots__ = ("name", "kind", "messages_in", "messages_out", "latency")
+    """A step's counts. Every call is observed in `latency`, so the calls are its total, not counted
+    again; a decoder or sink passes on every call that did not raise (`failed`)."""
+    __slots__ = ("name", "kind", "passed", "failed", "latency")
 
     def __init__(self, name, kind):
         self.name, self.kind = str(name), kind
-        self.messages_in = self.messages_out = 0
+        self.passed = self.failed = 0
         self.latency = Histogram()
 
+    @property
+    def messages_in(self):
+        return sum(self.latency.counts)
+
+    @property
+    def messages_out(self):
+        return self.messages_in - self.failed if self.kind in ("decoder", "sink") else self.passed
+
     def as_dict(self):
-        return {"name": self.name, "kind": self.kind, "messages_in": self.messages_in,
-                "messages_out": self.messages_out, "latency": self.latency.as_dict()}
+        latency = self.latency.as_dict()
+        calls = sum(latency["counts"])
+        return {"name": self.name, "kind": self.kind, "messages_in": calls,
+                "messages_out": calls - self.failed if self.kind in ("decoder", "sink") else self.passed,
+                "latency": latency}
 
 
 class PipelineFigures:
@@ -136,15 +149,15 @@ class Metrics:
         def timed(value):
             t0 = clock()
             start(t0)
-            fig.messages_in += 1
             try:
-                out = decode(value)
+                return decode(value)
+            except BaseException:
+                fig.failed += 1
+                raise
             finally:
                 dt = clock() - t0
                 counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
                 hist.sum_s += dt
-            fig.messages_out += 1
-            return out
         return timed
 
     def plan(self, plan):
@@ -160,7 +173,6 @@ class Metrics:
             def state(data, obj):
                 t0 = clock()
                 start(t0)                # a repartition record's start
-                fig.messages_in += 1
                 try:
                     result = func(data, obj)
                 finally:
@@ -170,15 +182,14 @@ class Metrics:
                 if type(result) is tuple and len(result) == 2 and result[0] is not None:
                     if multi:
                         output = _listed(result[0])
-                        fig.messages_out += _count(output)
+                        fig.passed += _count(output)
                         return output, result[1]
-                    fig.messages_out += 1
+                    fig.passed += 1
                 return result
             return state
 
         def stateless(data):
             t0 = clock()
-            fig.messages_in += 1
             try:
                 out = func(data)
             finally:
@@ -188,9 +199,9 @@ class Metrics:
             if out is not None:
                 if multi:
                     out = _listed(out)
-                    fig.messages_out += _count(out)
+                    fig.passed += _count(out)
                 else:
-                    fig.messages_out += 1
+                    fig.passed += 1
             return out
         return stateless
 
@@ -201,15 +212,15 @@ class Metrics:
         def timed(sink, data):
             fig = figs[id(sink)]
             t0 = clock()
-            fig.messages_in += 1
             try:
-                out = encode(sink, data)
+                return encode(sink, data)
+            except BaseException:
+                fig.failed += 1
+                raise
             finally:
                 dt = clock() - t0
                 fig.latency.counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
                 fig.latency.sum_s += dt
-            fig.messages_out += 1
-            return out
         return timed
 
     # --- checkpoints and restores ----------------------------------------------------------------
