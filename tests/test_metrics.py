@@ -101,7 +101,7 @@ def settled(run):
 def test_scrape_counts_every_message_per_step_as_run_local_does(run):
     fams = settled(run)
     n = len(run["records"])
-    pipeline, steps = local_steps(run["local"])
+    _pipeline, steps = local_steps(run["local"])
     # the first step (the decoder) was called once per record; 7 were not JSON objects
     assert sample(fams, "wallaroo_step_messages_in", "_total", step="decoder") == n
     assert sample(fams, "wallaroo_step_messages_out", "_total", step="decoder") == n - 7
