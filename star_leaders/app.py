@@ -53,8 +53,10 @@ def kafka_source_and_sink(args):
     (out_topic, out_brokers, out_log_level, out_max_produce_buffer_ms,
      out_max_message_size) = wallaroo.kafka_parse_sink_options(args)
     source = wallaroo.KafkaSourceConfig(in_topic or config.SOURCE_TOPIC, in_brokers, in_log_level, decoder)
+    # coalesce: a partition's leaderboard can change hundreds of times between two checkpoints; the
+    # dashboard keeps only the newest of each partition, so only the last one is produced.
     sink = wallaroo.KafkaSinkConfig(out_topic or config.SINK_TOPIC, out_brokers, out_log_level,
-                                    out_max_produce_buffer_ms, out_max_message_size, encoder)
+                                    out_max_produce_buffer_ms, out_max_message_size, encoder, coalesce=True)
     return source, sink
 
 

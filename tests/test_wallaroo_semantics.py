@@ -150,3 +150,19 @@ def test_local_runner_dead_letters_name_the_failing_step():
     assert result.values == [b"w01=1"]
     steps = {d.value: d.step for d in result.dead_letters}
     assert steps == {b"POISON w01": "check poison", b"\xff not utf-8": "decoder", b"zzz": "count word"}
+
+
+def test_coalescing_sink_sends_the_last_output_of_each_key_per_checkpoint():
+    items = [b"w01 w02 w01", b"w01", Checkpoint(), b"w02 w02", Checkpoint(), b"w03"]
+    topics_ = ["--kafka_source_topic", "in", "--kafka_sink_topic", "out"]
+    plain = run_local(wordcount, items, args=topics_, checkpoint_every=None)
+    assert plain.values == [b"w01=1", b"w02=1", b"w01=2", b"w01=3", b"w02=2", b"w02=3", b"w03=1"]
+    coalesced = run_local(wordcount, items, args=topics_ + ["--coalesce"], checkpoint_every=None)
+    # the last of each word at each boundary (the end is one), in the order of those last outputs
+    assert coalesced.values == [b"w02=1", b"w01=3", b"w02=3", b"w03=1"]
+    assert [r.key for r in coalesced.outputs] == [b"w02", b"w01", b"w02", b"w03"]
+    assert {k: v.counts for k, v in coalesced.states["word counts"].items()} == {"w01": {"w01": 3},
+                                                                               "w02": {"w02": 3}, "w03": {"w03": 1}}
+    # a boundary after every record: only the outputs of one record coalesce
+    assert run_local(wordcount, items, args=topics_ + ["--coalesce"]).values == [
+        b"w02=1", b"w01=2", b"w01=3", b"w02=3", b"w03=1"]

@@ -58,16 +58,22 @@ class KafkaSourceConfig:
 
 class KafkaSinkConfig:
     """Write the pipeline's outputs to `topic`; `encoder` returns bytes, (bytes, key) or, as in 0.5,
-    (bytes, key, partition). `max_produce_buffer_ms` > 0 becomes the producer's linger.ms."""
+    (bytes, key, partition). `max_produce_buffer_ms` > 0 becomes the producer's linger.ms.
+
+    `coalesce=True` (for keyed outputs whose readers want the newest value of each key, like a
+    KTable): of the outputs with one key between two checkpoints only the last is produced, at the
+    checkpoint, in its transaction. Outputs of different keys may then arrive in another order than
+    they were made; outputs without a key are produced at once, as without coalescing."""
 
     def __init__(self, topic, brokers, log_level="Warn", max_produce_buffer_ms=0,
-                 max_message_size=100000, encoder=None):
+                 max_message_size=100000, encoder=None, coalesce=False):
         self.topic = topic
         self.brokers = brokers_string(brokers)
         self.log_level = log_level
         self.max_produce_buffer_ms = int(max_produce_buffer_ms)
         self.max_message_size = int(max_message_size)
         self.encoder = encoder
+        self.coalesce = bool(coalesce)
         self.partitions = None        # the topic's partition count, once the runtime has looked
 
 

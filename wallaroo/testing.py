@@ -142,6 +142,7 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
         started = time.perf_counter()
         wm = task.emit_watermarks()
         drain()
+        task.flush_outputs()          # coalescing sinks: the last output of each key since the last boundary
         for topic, _p, kb, blob in task.changelog_records():
             collector.changelog[(topic, kb)] = blob
         if wm is not None:

@@ -2,7 +2,7 @@
 
 Input records are lines of words; lines starting with '#' are filtered; a line containing 'POISON'
 makes a computation raise (a poison record). Every word's running count goes to the sink as
-b"word=count", keyed by the word.
+b"word=count", keyed by the word (with `--coalesce`, only the last of each word per checkpoint).
 """
 import wallaroo
 
@@ -18,7 +18,8 @@ def application_setup(args):
     ab.to(check_poison)
     ab.to(split)
     ab.to_state_partition(count_word, WordCounts, "word counts", WordPartitioner(), WORDS)
-    ab.to_sink(wallaroo.KafkaSinkConfig(out_topic, out_brokers, out_log, out_ms, out_max, encode))
+    ab.to_sink(wallaroo.KafkaSinkConfig(out_topic, out_brokers, out_log, out_ms, out_max, encode,
+                                        coalesce="--coalesce" in args))
     return ab.build()
 
 

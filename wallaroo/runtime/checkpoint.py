@@ -169,6 +169,7 @@ class Checkpointer:
         If Kafka refuses, the transaction is aborted and (with `rewind`) the worker goes back to
         its last committed offsets and state; without it (the partitions are going anyway) the
         progress is only forgotten."""
+        self.task.flush_outputs()        # coalesced sink outputs join this transaction
         if not self.offsets and not self.collector.pending:
             return
         started = time.perf_counter()
@@ -195,6 +196,7 @@ class Checkpointer:
             self.task.metrics.committed(started)
 
     def _forget_progress(self):
+        self.task.drop_outputs()
         self.offsets.clear()
         self.collector.pending = False
         if self.task.metrics is not None:

@@ -88,6 +88,13 @@ class DataCodec:
         if t is tuple:
             return Ext(_TUPLE, self._encode(self._data(list(x), canonical)))
         if t is set or t is frozenset:
+            # Sets of scalars (ids, names: the common case) go to msgpack whole, as a list: one C call
+            # instead of a Python call per item, which made sets the slowest part of a changelog.
+            if _SCALARS.issuperset(map(type, x)):
+                items = list(x)
+                if canonical:
+                    items.sort(key=self._encode)
+                return Ext(_SET if t is set else _FROZENSET, self._encode(items))
             items = [self._data(v, canonical) for v in x]
             if canonical:
                 items.sort(key=self._encode)

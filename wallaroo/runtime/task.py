@@ -52,6 +52,10 @@ class Task:
         self.clock = SourceClock(max_event_time_skew_ms)   # newest source event time, for watermarks
         self.current_ts = None              # event time of what is processed now: stamps outputs
         self.stats = {"in": 0, "state": 0, "out": 0, "dead": 0}
+        # Outputs of coalescing sinks since the last checkpoint: (topic, key) -> (value, ts, partition),
+        # the last one of each key only; produced by flush_outputs, inside the checkpoint's transaction.
+        self.coalesced = {}
+        self.superseded = 0                 # coalesced outputs replaced by a newer one of their key
 
         self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
@@ -224,12 +228,28 @@ class Task:
         records = []                    # all sinks encode before any writes: an output goes to all or none
         for sink in self.app.pipelines[pi].sinks:      # none when the pipeline ended with done()
             try:
-                records.append((sink.topic, *self.encode(sink, data)))
+                records.append((sink.topic, *self.encode(sink, data), getattr(sink, "coalesce", False)))
             except Exception as e:  # noqa: BLE001 - user code, or an output no sink can take
                 raise StepError("encoder", e) from e
-        for topic, value, key, partition in records:
+        for topic, value, key, partition, coalesce in records:
+            if coalesce and key is not None:
+                if self.coalesced.pop((topic, key), None) is not None:
+                    self.superseded += 1
+                self.coalesced[(topic, key)] = (value, self.current_ts, partition)   # (now the newest)
+                continue
             self.stats["out"] += 1
             self.collector.sink(topic, value, key, self.current_ts, partition)
+
+    def flush_outputs(self):
+        """Produce the coalesced outputs: at a checkpoint, before its changelog and commit."""
+        coalesced, self.coalesced = self.coalesced, {}
+        for (topic, key), (value, ts, partition) in coalesced.items():
+            self.stats["out"] += 1
+            self.collector.sink(topic, value, key, ts, partition)
+
+    def drop_outputs(self):
+        """Forget the coalesced outputs: the progress since the last checkpoint is void."""
+        self.coalesced = {}
 
     def dead_letter(self, m, step, error):
         self.stats["dead"] += 1
@@ -260,6 +280,7 @@ class Task:
         if partitions is None:
             for store in self.stores.values():
                 store.drop_all()
+            self.drop_outputs()     # all state goes back to its checkpoint: so do the outputs since
             return
         for tp in partitions:
             if tp.topic in self.stores:
