@@ -257,7 +257,7 @@ class Pipelines:
         worker_rows = []
         # The grid ends at the oldest latest snapshot of the live workers: later, some have not said yet.
         live = [h[-1]["at_ms"] for h in workers.values() if now_ms - h[-1]["at_ms"] <= STALE_S * 1000]
-        grid_end = min(live) if live else max((h[-1]["at_ms"] for h in workers.values()), default=now_ms)
+        grid_end = min(live or [h[-1]["at_ms"] for h in workers.values()] or [now_ms])
         earliest = grid_end
         grid = [grid_end - k * self.interval_ms for k in range(int(self.window_ms / self.interval_ms), -1, -1)]
         for name in sorted(workers):
