@@ -6,8 +6,8 @@ Each record of the metrics topic (key = worker name, value = JSON shaped as
 snapshots go) and computes, per pipeline, step and worker:
 - throughput: messages into a step per second between two snapshots of a worker; a step's figure is
   the sum over workers, sampled on a grid of SNAPSHOT_INTERVAL_S (each worker adds the rate of its
-  interval holding the grid time); `now` is the sum of the workers' latest rates, min/median/max are
-  over the grid in the window;
+  interval holding the grid time; None where no worker of the pipeline reported); `now` is the sum of
+  the workers' latest rates, min/median/max are over the grid in the window;
 - latency percentiles (PERCENTILES, as bin upper bounds; ">1s" for the last bin) of the histograms'
   growth over the window (newest snapshot minus the oldest one kept, or minus zero when the worker
   started inside the window), summed over workers; end to end per pipeline the same way.
@@ -288,7 +288,7 @@ class Pipelines:
                     if st is None:
                         st = acc["steps"][key] = {"name": s["name"], "kind": s["kind"], "messages_in": 0,
                                                   "messages_out": 0, "lat": [0] * NBINS, "lat_sum": 0.0,
-                                                  "now": 0.0, "grid": [0.0] * len(grid), "per_worker": {}}
+                                                  "now": 0.0, "grid": [None] * len(grid), "per_worker": {}}
                         acc["order"].append(key)
                     st["messages_in"] += s["messages_in"]
                     st["messages_out"] += s["messages_out"]
@@ -307,7 +307,7 @@ class Pipelines:
                     for gi, g in enumerate(grid):
                         for a_ms, b_ms, r in ivs:
                             if a_ms < g <= b_ms:
-                                st["grid"][gi] += r
+                                st["grid"][gi] = (st["grid"][gi] or 0.0) + r
                                 break
                     st["per_worker"][name] = {"throughput": now_rate,
                                               **latency_figures(_diff(s["latency"], bs["latency"]))}
@@ -330,14 +330,14 @@ class Pipelines:
             })
         first = next((i for i, g in enumerate(grid) if g > earliest), len(grid))
         out_pipes = []
-        for acc in pipes.values():
+        for acc in sorted(pipes.values(), key=lambda a: (-len(a["workers"]), a["name"])):
             steps = []
             for key in acc["order"]:
                 st = acc["steps"][key]
                 series = st["grid"][first:]
                 steps.append({"name": st["name"], "kind": st["kind"], "messages_in": st["messages_in"],
                               "messages_out": st["messages_out"],
-                              "throughput": {"now": st["now"], **spread(series)},
+                              "throughput": {"now": st["now"], **spread([v for v in series if v is not None])},
                               "latency": latency_figures(st["lat"], st["lat_sum"]),
                               "workers": st["per_worker"], "series": series})
             out_pipes.append({"name": acc["name"], "source": acc["source"], "workers": acc["workers"],

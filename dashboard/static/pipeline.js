@@ -12,6 +12,8 @@
   var API = document.body.getAttribute("data-api");
   var COLORS = ["#d4860b", "#0a5ccc", "#1a7f37", "#7a4fc8", "#c9252d", "#0e8a8a", "#8a5a00", "#c23c8c"];
   var LAT_SHOWN = ["p50", "p99", "p99.99"];
+  var COLUMNS = ["Msgs/s in", "5 min min · median · max", "Checkpoints", "Checkpoint p50 · p99", "Consumer lag",
+                 "Event-time lag", "Partitions", "Dead letters", "Restores", "Up"];
   var charts = {};              // pipeline name -> {tp: uPlot, lat: uPlot, key: series signature}
   var cards = {};               // pipeline name -> card element
 
@@ -42,6 +44,8 @@
     if (v < 1) return "≤ " + +(v * 1e3).toPrecision(3) + " ms";
     return "≤ " + +v.toPrecision(3) + " s";
   }
+
+  function shortLat(v) { return fmtLat(v).replace("≤ ", ""); }
 
   function fmtDuration(s) {
     s = Math.max(0, Math.round(s));
@@ -74,7 +78,9 @@
     rate.appendChild(el("span", "step-rate-now", fmtRate(tp.now)));
     rate.appendChild(el("small", null, " msgs/s"));
     li.appendChild(rate);
-    li.appendChild(el("div", "step-spread", "5 min: " + fmtRate(tp.min) + " · " + fmtRate(tp.median) + " · " + fmtRate(tp.max)));
+    var spread = el("div", "step-spread", "min " + fmtRate(tp.min) + " · med " + fmtRate(tp.median) + " · max " + fmtRate(tp.max));
+    spread.title = "messages in per second over the last 5 minutes: minimum, median, maximum";
+    li.appendChild(spread);
     var lat = step.latency || {};
     var figs = el("div", "figs");
     LAT_SHOWN.forEach(function (p) { figs.appendChild(figure(p, fmtLat(lat[p]), "lat-" + p.replace(".", "_"))); });
@@ -95,7 +101,7 @@
     var opts = {
       title: title, width: width, height: 220,
       scales: { x: { time: true }, y: yLog ? { distr: 3 } : { range: function (u, lo, hi) { return [0, Math.max(1, hi * 1.1)]; } } },
-      axes: [axis, Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(fmt); } })],
+      axes: [axis, Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(function (v) { return v === null ? "" : fmt(v); }); } })],
       legend: { live: true },
       series: [{}].concat(series.map(function (name, i) {
         return { label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
@@ -148,7 +154,7 @@
       c = charts[p.name] = {
         key: key,
         tp: makeChart(tpEl, "Messages in per second, by step", names, false, width, fmtRate),
-        lat: makeChart(latEl, "End-to-end latency (log scale)", LAT_SHOWN, true, width, function (v) { return fmtLat(v).replace("≤ ", ""); })
+        lat: makeChart(latEl, "End-to-end latency (log scale)", LAT_SHOWN, true, width, shortLat)
       };
     } else if (c.tp.width !== width) {
       c.tp.setSize({ width: width, height: 220 });
@@ -160,6 +166,11 @@
     c.lat.setData([xs].concat(LAT_SHOWN.map(function (q) {
       return xs.map(function (_, i) { return ser[i] ? latNum(ser[i][q]) : null; });
     })));
+    setTimeout(function () {                 // after uPlot's own redraw; not hovered: the latest values
+      [c.tp, c.lat].forEach(function (u) {
+        if (xs.length && !(u.cursor.left >= 0)) u.setLegend({ idx: xs.length - 1 });
+      });
+    }, 0);
   }
 
   function renderWorkers(ws, now) {
@@ -170,17 +181,21 @@
       var name = el("th", "w-name");
       name.setAttribute("scope", "row");
       name.appendChild(el("span", "dot")).setAttribute("data-state", w.stale ? "warn" : "ok");
-      name.appendChild(el("span", null, w.name));
+      name.appendChild(el("span", "w-label", w.name)).title = w.name;
       if (w.stale) name.appendChild(el("small", "w-stale", "silent " + fmtDuration(w.age_s)));
       tr.appendChild(name);
       var tp = w.throughput || {}, ck = w.checkpoint_latency || {};
       [fmtRate(tp.now), fmtRate(tp.min) + " · " + fmtRate(tp.median) + " · " + fmtRate(tp.max),
-       (w.checkpoints || 0).toLocaleString("en-US"), fmtLat(ck.p50) + " · " + fmtLat(ck.p99),
+       (w.checkpoints || 0).toLocaleString("en-US"), shortLat(ck.p50) + " · " + shortLat(ck.p99),
        (w.consumer_lag || 0).toLocaleString("en-US"),
        num(w.event_time_lag_ms) === null ? "—" : fmtDuration(w.event_time_lag_ms / 1000),
        String(w.partitions || 0), (w.dead_letters || 0).toLocaleString("en-US"),
        String(w.restores || 0), fmtDuration((now - w.started_ms) / 1000)
-      ].forEach(function (t, i) { tr.appendChild(el("td", "num c" + i, t)); });
+      ].forEach(function (t, i) {
+        var td = el("td", "num c" + i, t);
+        td.setAttribute("data-label", COLUMNS[i]);      // the heading, shown beside the value on phones
+        tr.appendChild(td);
+      });
       return tr;
     }));
   }
