@@ -210,11 +210,12 @@ from confluent_kafka.admin import AdminClient
 import star_leaders
 from wallaroo.runtime import operations
 from wallaroo.runtime import topics as T
+from stack_contract.metrics import metrics_topic
 
 bootstrap, events, board, app_id = sys.argv[1:5]
 app = star_leaders.application_setup(["machida", "--kafka_source_topic", events, "--kafka_sink_topic", board])
 app = app.build() if hasattr(app, "build") else app
-names = {events, board, T.dead_letter_topic(app_id), operations.control_topic(app_id)}
+names = {events, board, T.dead_letter_topic(app_id), operations.control_topic(app_id), metrics_topic(app_id)}
 for state in app.state_names():
     names |= {T.repartition_topic(app_id, state), T.changelog_topic(app_id, state)}
 admin = AdminClient({"bootstrap.servers": bootstrap})

@@ -235,7 +235,8 @@ def test_reset_deletes_exactly_the_stacks_own_topics_and_group(kafka, tmp_path):
     app = star_leaders.application_setup(["machida"])
     app = app.build() if hasattr(app, "build") else app
     from wallaroo.runtime import operations
-    internal = [topics.dead_letter_topic(app_id), operations.control_topic(app_id)]
+    from stack_contract.metrics import metrics_topic
+    internal = [topics.dead_letter_topic(app_id), operations.control_topic(app_id), metrics_topic(app_id)]
     for s in app.state_names():
         internal += [topics.repartition_topic(app_id, s), topics.changelog_topic(app_id, s)]
     ours = [events, board, *internal]

@@ -10,12 +10,14 @@ serialize/deserialize, else the data codec, so messages that are not data fail h
 the failing step, and event time that reaches state partitions through watermarks at checkpoint
 boundaries. Only the transport is in memory. The project's own engine tests run on the real broker.
 """
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
 from .builder import Application, ApplicationBuilder
 from .runtime import topics
 from .runtime.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
+from .runtime.metrics import event_time_lag_ms
 from .runtime.routing import EVENT_TIME_KEY, key_from_bytes
 from .runtime.serde import Serde
 from .runtime.state import StoredRecord
@@ -57,6 +59,7 @@ class LocalResult:
     outputs: list = field(default_factory=list)       # SinkRecords, in order
     dead_letters: list = field(default_factory=list)
     states: dict = field(default_factory=dict)        # state name -> {partition key: state object}
+    metrics: dict = field(default_factory=dict)       # the worker's counters: stack_contract.metrics.Snapshot
 
     @property
     def values(self):
@@ -118,14 +121,15 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     `partitions` state partitions and runs `on_event_time`. Errors in `on_event_time`, which a Kafka
     worker logs and counts, are listed in `dead_letters` with an empty value. `unsafe_pickle` and
     `max_event_time_skew_ms` are machida's --unsafe-pickle and --max-event-time-skew; every input item
-    comes from partition 0 of its topic."""
+    comes from partition 0 of its topic. `result.metrics` holds the counters a Kafka worker reports
+    (stack_contract.metrics.Snapshot), each checkpoint boundary counting as a checkpoint."""
     application, module = load_application(app, args)
     app_id = topics.application_id(application.name)
     application = bind(application, app_id)       # TCP sources and sinks name their internal topics
     result = LocalResult()
     collector = LocalCollector(result)
     task = Task(application, app_id, Serde(module, application, unsafe_pickle=unsafe_pickle), partitions,
-                collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms)
+                collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms, metrics=True)
     for store in task.stores.values():
         for p in range(partitions):
             store.adopt(p, {})
@@ -135,12 +139,14 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
             task.process_repartition(collector.queue.popleft())
 
     def boundary():
+        started = time.perf_counter()
         wm = task.emit_watermarks()
         drain()
         for topic, _p, kb, blob in task.changelog_records():
             collector.changelog[(topic, kb)] = blob
         if wm is not None:
             task.clock.sent_watermark(wm)
+        task.metrics.committed(started)
 
     by_topic = inputs if isinstance(inputs, dict) else {None: inputs}
     count = 0
@@ -169,4 +175,6 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
         if blob is not None and kb != EVENT_TIME_KEY:
             store = stores[topic]
             result.states[store.name][key_from_bytes(kb)] = store.codec.decode(blob)
+    result.metrics = task.metrics.snapshot({"dead_letters": task.stats["dead"], "partitions": partitions,
+                                            "event_time_lag_ms": event_time_lag_ms(task.clock.newest)})
     return result

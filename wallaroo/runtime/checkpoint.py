@@ -171,6 +171,7 @@ class Checkpointer:
         progress is only forgotten."""
         if not self.offsets and not self.collector.pending:
             return
+        started = time.perf_counter()
         wm = self.task.emit_watermarks()
         for topic, p, kb, blob in self.task.changelog_records():
             self.collector.changelog(topic, p, kb, blob)
@@ -190,10 +191,14 @@ class Checkpointer:
                 self.purgeable[(topic, p)] = offset
         self.offsets.clear()
         self.collector.pending = False
+        if self.task.metrics is not None:
+            self.task.metrics.committed(started)
 
     def _forget_progress(self):
         self.offsets.clear()
         self.collector.pending = False
+        if self.task.metrics is not None:
+            self.task.metrics.forget()
         self.task.clock.newest = self.task.clock.sent
 
     def recover(self, why):

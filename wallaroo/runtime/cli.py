@@ -7,6 +7,7 @@ import sys
 
 from ..builder import ApplicationBuilder, ApplicationError
 from . import operations
+from .metrics import MetricsPortError
 from .serde import StateEncodingError
 from .tcp import TCPBridgeError
 from .topics import TopologyError
@@ -64,6 +65,12 @@ def parser():
     p.add_argument("--reset-event-time", action="store_true", default=defaults.reset_event_time,
                    help="do not hold the first records of this start to the event time saved in the changelog: "
                         "for input that deliberately jumps ahead (a newer period replayed into the same deployment)")
+    p.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
+                   help="serve Prometheus text at http://HOST:PORT/metrics (default: off)")
+    p.add_argument("--metrics-host", default=defaults.metrics_host,
+                   help="address the metrics port listens on (default %(default)s)")
+    p.add_argument("--no-metrics", dest="metrics", action="store_false", default=defaults.metrics,
+                   help="count nothing: no Prometheus text, no snapshots on the <application-id>-metrics topic")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
     return p
 
@@ -130,10 +137,11 @@ def main(argv=None):
         purge_interval_ms=opts.purge_interval_ms, replication_factor=opts.replication_factor,
         min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers,
         unsafe_pickle=opts.unsafe_pickle, max_event_time_skew_ms=opts.max_event_time_skew,
-        reset_event_time=opts.reset_event_time))
+        reset_event_time=opts.reset_event_time, metrics=opts.metrics, metrics_port=opts.metrics_port,
+        metrics_host=opts.metrics_host))
     try:
         worker.run()
-    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError) as e:
+    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError, MetricsPortError) as e:
         sys.exit(f"machida: {e}")
     return 0
 

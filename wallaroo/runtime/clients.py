@@ -87,6 +87,13 @@ def control_consumer_config(bootstrap, group_id):
             "enable.auto.commit": False, "enable.auto.offset.store": False}
 
 
+def metrics_producer_config(bootstrap):
+    """Sends metrics snapshots (metrics.Publisher): no transaction, one small record every few seconds;
+    a snapshot that cannot be sent within a minute is dropped (the next one carries the same counters)."""
+    return {"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0, "message.timeout.ms": 60_000,
+            "queue.buffering.max.messages": 100}
+
+
 def admin_config(bootstrap):
     return {"bootstrap.servers": bootstrap}
 

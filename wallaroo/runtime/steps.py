@@ -53,13 +53,14 @@ def make_plan(app):
 
 class Executor:
     """Runs steps. `route(plan_step, data)` receives messages reaching a state step;
-    `sink(pipeline index, data)` receives messages that reached the end of a pipeline."""
+    `sink(pipeline index, data)` receives messages that reached the end of a pipeline; `metrics`
+    (metrics.Metrics) wraps each step's function to count and time it."""
 
-    def __init__(self, app, route, sink):
+    def __init__(self, app, route, sink, metrics=None):
         self.app = app
         self.route = route
         self.sink = sink
-        self.plan = make_plan(app)
+        self.plan = make_plan(app) if metrics is None else metrics.plan(make_plan(app))   # counted, timed
         self.state_steps = {ps.id: ps for steps in self.plan for ps in steps if ps.kind == STATE}
         self.hook_step = {}            # state name -> the first state step using it (on_event_time output)
         for ps in self.state_steps.values():

@@ -9,6 +9,7 @@ in-memory ones (anything with confluent-kafka's Message accessors), so both run 
 from . import topics
 from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, SourceClock, decode_watermark,
                          encode_watermark, record_time)
+from .metrics import Metrics
 from .routing import STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes, parse_step_header, step_header
 from .state import StateStore
 from .steps import Executor, StepError, encode
@@ -39,13 +40,15 @@ class Task:
     application checks."""
 
     def __init__(self, app, app_id, serde, partitions, collector, name="worker",
-                 max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, reset_event_time=False):
+                 max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, reset_event_time=False, metrics=False):
         self.app = app
+        self.metrics = Metrics(app, app_id, name) if metrics else None    # metrics.py: None when off
+        self.encode = encode if self.metrics is None else self.metrics.encoder(encode)
         self.serde = serde
         self.partitions = partitions
         self.collector = collector
         self.name = name
-        self.executor = Executor(app, self._route, self._sink)
+        self.executor = Executor(app, self._route, self._sink, self.metrics)
         self.clock = SourceClock(max_event_time_skew_ms)   # newest source event time, for watermarks
         self.current_ts = None              # event time of what is processed now: stamps outputs
         self.stats = {"in": 0, "state": 0, "out": 0, "dead": 0}
@@ -53,6 +56,8 @@ class Task:
         self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
             decode = getattr(p.source.decoder, "func", p.source.decoder)
+            if self.metrics is not None:
+                decode = self.metrics.decoder(pi, decode)
             self.decoders.setdefault(p.source.topic, []).append((pi, decode))
         self.stores = {}                    # repartition topic -> StateStore
         self.state_topic = {}               # state name -> repartition topic
@@ -162,7 +167,7 @@ class Task:
                     if ps is None:
                         state.on_event_time(data)
                     else:
-                        ps.func(data, state)
+                        ps.step.computation.func(data, state)   # uncounted: a replay
                 finally:
                     set_event_time(None)
         except Exception as e:  # noqa: BLE001 - a computation that is not deterministic
@@ -219,7 +224,7 @@ class Task:
         records = []                    # all sinks encode before any writes: an output goes to all or none
         for sink in self.app.pipelines[pi].sinks:      # none when the pipeline ended with done()
             try:
-                records.append((sink.topic, *encode(sink, data)))
+                records.append((sink.topic, *self.encode(sink, data)))
             except Exception as e:  # noqa: BLE001 - user code, or an output no sink can take
                 raise StepError("encoder", e) from e
         for topic, value, key, partition in records:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from . import clients, edges, topics
+from . import clients, edges, metrics, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
@@ -62,6 +62,11 @@ class WorkerOptions:
     unsafe_pickle: bool = False
     max_event_time_skew_ms: int = DEFAULT_MAX_EVENT_TIME_SKEW_MS
     reset_event_time: bool = False
+    # Metrics (README "Metrics"): counted unless turned off; published to <application id>-metrics
+    # every stack_contract.metrics.SNAPSHOT_INTERVAL_S; Prometheus text on metrics_port when given.
+    metrics: bool = True
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
 
 class Worker:
@@ -76,6 +81,8 @@ class Worker:
         self._commits_before = 0          # checkpoints committed by clients replaced since
         self._last_fenced = None
         self._next_consumer_warning = 0.0
+        self.metrics_server = self.publisher = None
+        self._lag = (0, 0)                # (consumer lag, partitions), read every snapshot interval
         self.control = ControlListener(self.bootstrap, self.app_id, self.opts.name, self.stop)   # machida shrink
 
     # --- set-up -------------------------------------------------------------------------------
@@ -90,12 +97,20 @@ class Worker:
             return False
         self.partitions = max(sources.values())
         self.task = Task(self.app, self.app_id, self.serde, self.partitions, None, self.opts.name,
-                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time)
+                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time, self.opts.metrics)
         replication = self.opts.replication_factor or topics.replication_factor(admin, source_topics)
         extra = {"min.insync.replicas": str(self.opts.min_insync_replicas)} if self.opts.min_insync_replicas else {}
         state_names = [store.name for store in self.task.stores.values()]
         topics.ensure_topics(admin, topics.internal_topics(self.app_id, state_names, self.partitions, extra),
                              replication)
+        if self.opts.metrics:
+            wanted = {metrics.metrics_topic(self.app_id): (1, dict(metrics.TOPIC_CONFIG, **extra))}
+            topics.ensure_topics(admin, wanted, replication)
+            self.publisher = metrics.Publisher(Producer(clients.metrics_producer_config(self.bootstrap)),
+                                               self.app_id, self.opts.name)
+            if self.opts.metrics_port is not None:
+                self.metrics_server = metrics.serve(self.task.metrics, self._metric_figures,
+                                                    self.opts.metrics_port, self.opts.metrics_host)
         sinks = [s for p in self.app.pipelines for s in p.sinks]
         existing = admin.list_topics(timeout=10).topics
         missing = {s.topic: (self.partitions, dict(topics.NO_TIME_RETENTION, **extra))
@@ -148,6 +163,8 @@ class Worker:
         old[1].abandon()
         self.task.drop_state()
         self.task.clock.newest = self.task.clock.sent
+        if self.task.metrics is not None:
+            self.task.metrics.forget()
         self._connect()
         _abandon(*old)
 
@@ -172,6 +189,7 @@ class Worker:
         interval = self.opts.checkpoint_interval_ms / 1000.0
         next_checkpoint = time.monotonic() + interval
         next_stats, last = time.monotonic() + self.opts.stats_interval_s, dict(self.task.stats)
+        next_snapshot = time.monotonic() if self.publisher else float("inf")
         handlers = {t: self.task.process_source for t in self.task.source_topics}
         handlers.update({t: self.task.process_repartition for t in self.task.stores})
         try:
@@ -190,6 +208,9 @@ class Worker:
                 if now >= next_stats:
                     self._log_stats(last, now - next_stats + self.opts.stats_interval_s)
                     last, next_stats = dict(self.task.stats), now + self.opts.stats_interval_s
+                if now >= next_snapshot:
+                    self._publish_metrics()
+                    next_snapshot = now + metrics.SNAPSHOT_INTERVAL_S
             self.checkpointer.checkpoint()
         finally:
             self._close()
@@ -223,9 +244,26 @@ class Worker:
             log.warning("%s: consumer: %s", self.opts.name, err)
             self._next_consumer_warning = now + 1.0
 
+    def _publish_metrics(self):
+        try:
+            self._lag = metrics.consumer_lag(self.consumer)
+        except Exception as e:  # noqa: BLE001 - best effort (a closed consumer): keep the last figures
+            log.debug("%s: consumer lag: %s", self.opts.name, e)
+        self.publisher.publish(self.task.metrics.snapshot(self._metric_figures()))
+
+    def _metric_figures(self):
+        """The worker's own figures for a metrics snapshot (also read by the Prometheus thread)."""
+        return {"dead_letters": self.task.stats["dead"], "reconnects": self.reconnects, "consumer_lag": self._lag[0],
+                "event_time_lag_ms": metrics.event_time_lag_ms(self.task.clock.newest), "partitions": self._lag[1]}
+
     def _close(self):
         self.control.stop()
         self.bridges.stop()
+        if self.publisher is not None:
+            self._publish_metrics()       # the final counts
+            self.publisher.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
         except Exception as e:  # noqa: BLE001 - closing after a fatal error
@@ -259,6 +297,8 @@ class Worker:
                 raise ClientsBroken(f"restoring {store.changelog}: {e}") from e
             for p, table in tables.items():
                 store.adopt(p, table)
+            if self.task.metrics is not None:
+                self.task.metrics.restored(time.monotonic() - t0)
             log.info("%s: restored state %r partitions %s in %.2f s", self.opts.name, store.name,
                      sorted(parts), time.monotonic() - t0)
 

@@ -1,0 +1,387 @@
+"""Metrics: what each step, pipeline and worker did, as Prometheus text and as snapshots on a topic.
+
+Counted, per pipeline and per step (decoder, computations, state computations, sinks; named as their
+decorators name them, a decoder by its function, a sink by its topic):
+* `messages_in`: calls of the step; `messages_out`: what it passed on (a decoder: every message it
+  decoded, None included, as the first computation gets it; a computation: results that are not None,
+  each item of a *_multi one; a state computation: its outputs; a sink: records its encoder made).
+* `latency`: the step's own compute time per call, in stack_contract.metrics' fixed bins.
+* `end_to_end`, per pipeline: for every record this worker consumed for the pipeline (a source record,
+  or a repartition record on its way into a state step), the time from the moment the worker started
+  on it to the commit of the checkpoint that holds its offset, and so everything it produced. A
+  message crossing a state step makes two such hops, with Kafka's delivery of the committed
+  repartition record between them. Records of an aborted checkpoint are not observed (they are redone).
+Per worker: checkpoints committed and their duration (from collecting the watermarks and changed
+state to the commit's return), restores and their time, dead letters, reconnects, consumer lag and
+event-time lag (read every SNAPSHOT_INTERVAL_S, not per message), partitions assigned.
+
+Cheap on the hot path: a step is wrapped once, when the plan is made, in a function that reads the
+clock twice and adds to preallocated counters (`bisect` into a fixed list of bins); end-to-end keeps
+each record's start time in a list and bins it at the commit, in one pass per checkpoint (the list is
+in time order: one bisect per bin). Readers (a Prometheus scrape, the snapshot) copy the counters.
+"""
+import json
+import logging
+import time
+from bisect import bisect_left
+
+from stack_contract.metrics import LATENCY_BOUNDS_S, SNAPSHOT_INTERVAL_S, VERSION, metrics_topic  # noqa: F401
+
+log = logging.getLogger("wallaroo.metrics")
+
+NBINS = len(LATENCY_BOUNDS_S) + 1
+# Snapshots are observations for a live page, not results: an hour of them, by wall-clock time (they
+# are produced with the wall clock as timestamp, unlike the engine's event-time topics), in small
+# segments so old ones really go; one partition, keyed by worker.
+TOPIC_CONFIG = {"retention.ms": str(3_600_000), "segment.ms": str(600_000),
+                "retention.bytes": str(64 * 1024 * 1024), "cleanup.policy": "delete"}
+# A snapshot grows with the number of steps; far below this for any real application.
+MAX_SNAPSHOT_BYTES = 900_000
+
+
+class MetricsPortError(RuntimeError):
+    """The metrics port cannot be listened on."""
+
+
+class Histogram:
+    """Counts per fixed bin (upper bounds LATENCY_BOUNDS_S, then > 1 s) and the sum of seconds."""
+    __slots__ = ("counts", "sum_s")
+
+    def __init__(self):
+        self.counts = [0] * NBINS
+        self.sum_s = 0.0
+
+    def observe(self, seconds):
+        self.counts[bisect_left(LATENCY_BOUNDS_S, seconds)] += 1
+        self.sum_s += seconds
+
+    def observe_since(self, starts, now):
+        """Observe `now - t` for every t of `starts`, which is in increasing order."""
+        n = len(starts)
+        if not n:
+            return
+        counts, below = self.counts, n          # below: how many are at most the current bound
+        for i in range(len(LATENCY_BOUNDS_S) - 1, -1, -1):
+            at_most = n - bisect_left(starts, now - LATENCY_BOUNDS_S[i])
+            counts[i + 1] += below - at_most
+            below = at_most
+        counts[0] += below
+        self.sum_s += n * now - sum(starts)
+
+    def as_dict(self):
+        return {"counts": list(self.counts), "sum_s": self.sum_s}
+
+
+class StepFigures:
+    """A step's counts. Every call is observed in `latency`, so the calls are its total, not counted
+    again; a decoder or sink passes on every call that did not raise (`failed`)."""
+    __slots__ = ("name", "kind", "passed", "failed", "latency")
+
+    def __init__(self, name, kind):
+        self.name, self.kind = str(name), kind
+        self.passed = self.failed = 0
+        self.latency = Histogram()
+
+    @property
+    def messages_in(self):
+        return sum(self.latency.counts)
+
+    @property
+    def messages_out(self):
+        return self.messages_in - self.failed if self.kind in ("decoder", "sink") else self.passed
+
+    def as_dict(self):
+        latency = self.latency.as_dict()
+        calls = sum(latency["counts"])
+        return {"name": self.name, "kind": self.kind, "messages_in": calls,
+                "messages_out": calls - self.failed if self.kind in ("decoder", "sink") else self.passed,
+                "latency": latency}
+
+
+class PipelineFigures:
+    __slots__ = ("name", "source", "steps", "end_to_end", "starts")
+
+    def __init__(self, name, source):
+        self.name, self.source = name, source
+        self.steps = []
+        self.end_to_end = Histogram()
+        self.starts = []                # clock readings of the records since the last checkpoint
+
+    def as_dict(self):
+        return {"name": self.name, "source": self.source, "steps": [s.as_dict() for s in self.steps],
+                "end_to_end": self.end_to_end.as_dict()}
+
+
+class Metrics:
+    """One worker's figures. The task wraps its steps with `decoder`, `plan` and `encoder`; the
+    checkpointer calls `committed`/`forget`; the worker calls `restored`. `snapshot(figures)` is the
+    stack_contract.metrics.Snapshot, with the worker's own `figures` (dead letters, lag...) merged in."""
+
+    def __init__(self, app, application_id, worker):
+        self.application, self.worker = application_id, worker
+        self.started_ms = int(time.time() * 1000)
+        self.pipelines = []
+        self.decoders, self.sinks = {}, {}       # pipeline index -> figures; id(sink config) -> figures
+        for pi, p in enumerate(app.pipelines):
+            pf = PipelineFigures(p.name, getattr(p.source, "topic", None) or "")
+            decoder = p.source.decoder if p.source is not None else None
+            self.decoders[pi] = StepFigures(getattr(decoder, "__name__", None) or "decoder", "decoder")
+            pf.steps.append(self.decoders[pi])
+            for s in p.steps:
+                pf.steps.append(StepFigures(s.name, "state" if hasattr(s, "state_name") else "computation"))
+            for sink in p.sinks:
+                self.sinks[id(sink)] = StepFigures(sink.topic, "sink")
+                pf.steps.append(self.sinks[id(sink)])
+            self.pipelines.append(pf)
+        self.checkpoints = 0
+        self.checkpoint_latency = Histogram()
+        self.restores = 0
+        self.restore_seconds = 0.0
+
+    # --- instrumenting the task's steps (once, when it is built) -------------------------------
+    def decoder(self, pi, decode):
+        """`decode` (None: the raw value) counted and timed as pipeline `pi`'s decoder; the start of
+        each call is the record's start for end-to-end."""
+        fig, start, clock = self.decoders[pi], self.pipelines[pi].starts.append, time.perf_counter
+        hist, counts = fig.latency, fig.latency.counts
+        decode = decode or (lambda value: value)
+
+        def timed(value):
+            t0 = clock()
+            start(t0)
+            try:
+                return decode(value)
+            except BaseException:
+                fig.failed += 1
+                raise
+            finally:
+                dt = clock() - t0
+                counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
+                hist.sum_s += dt
+        return timed
+
+    def plan(self, plan):
+        """The executor's plan with each step's function counted and timed."""
+        return [[ps._replace(func=self._timed(ps)) for ps in steps] for steps in plan]
+
+    def _timed(self, ps):
+        fig, func, multi, clock = self.pipelines[ps.pipeline].steps[ps.index + 1], ps.func, ps.multi, time.perf_counter
+        hist, counts = fig.latency, fig.latency.counts
+        if ps.kind == "state":
+            start = self.pipelines[ps.pipeline].starts.append
+
+            def state(data, obj):
+                t0 = clock()
+                start(t0)                # a repartition record's start
+                try:
+                    result = func(data, obj)
+                finally:
+                    dt = clock() - t0
+                    counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
+                    hist.sum_s += dt
+                if type(result) is tuple and len(result) == 2 and result[0] is not None:
+                    if multi:
+                        output = _listed(result[0])
+                        fig.passed += _count(output)
+                        return output, result[1]
+                    fig.passed += 1
+                return result
+            return state
+
+        def stateless(data):
+            t0 = clock()
+            try:
+                out = func(data)
+            finally:
+                dt = clock() - t0
+                counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
+                hist.sum_s += dt
+            if out is not None:
+                if multi:
+                    out = _listed(out)
+                    fig.passed += _count(out)
+                else:
+                    fig.passed += 1
+            return out
+        return stateless
+
+    def encoder(self, encode):
+        """`encode(sink, data)` counted and timed per sink."""
+        figs, clock = self.sinks, time.perf_counter
+
+        def timed(sink, data):
+            fig = figs[id(sink)]
+            t0 = clock()
+            try:
+                return encode(sink, data)
+            except BaseException:
+                fig.failed += 1
+                raise
+            finally:
+                dt = clock() - t0
+                fig.latency.counts[bisect_left(LATENCY_BOUNDS_S, dt)] += 1
+                fig.latency.sum_s += dt
+        return timed
+
+    # --- checkpoints and restores ----------------------------------------------------------------
+    def committed(self, started):
+        """A checkpoint that began at perf_counter() `started` committed: observe it and the records
+        it holds."""
+        now = time.perf_counter()
+        self.checkpoints += 1
+        self.checkpoint_latency.observe(now - started)
+        for pf in self.pipelines:
+            if pf.starts:
+                pf.end_to_end.observe_since(pf.starts, now)
+                pf.starts.clear()
+
+    def forget(self):
+        """The open checkpoint was aborted: its records will be redone, and observed then."""
+        for pf in self.pipelines:
+            pf.starts.clear()
+
+    def restored(self, seconds):
+        self.restores += 1
+        self.restore_seconds += seconds
+
+    # --- readers -------------------------------------------------------------------------------
+    def snapshot(self, figures):
+        """The Snapshot of now; `figures`: dead_letters, reconnects, consumer_lag, event_time_lag_ms,
+        partitions."""
+        return {"version": VERSION, "application": self.application, "worker": self.worker,
+                "started_ms": self.started_ms, "at_ms": int(time.time() * 1000),
+                "pipelines": [pf.as_dict() for pf in self.pipelines],
+                "figures": {"checkpoints": self.checkpoints, "checkpoint_latency": self.checkpoint_latency.as_dict(),
+                            "restores": self.restores, "restore_seconds": self.restore_seconds,
+                            "dead_letters": int(figures.get("dead_letters", 0)),
+                            "reconnects": int(figures.get("reconnects", 0)),
+                            "consumer_lag": int(figures.get("consumer_lag", 0)),
+                            "event_time_lag_ms": figures.get("event_time_lag_ms"),
+                            "partitions": int(figures.get("partitions", 0))}}
+
+
+def _listed(items):
+    # A *_multi step may return any iterable (a generator too): made a list once, so it can be counted
+    # and then iterated by the executor.
+    return items if type(items) is list else list(items)
+
+
+def _count(items):
+    return sum(1 for x in items if x is not None)
+
+
+def event_time_lag_ms(newest_ms):
+    """Wall clock minus the newest source event time; None before any."""
+    return None if newest_ms is None else int(time.time() * 1000) - newest_ms
+
+
+def consumer_lag(consumer):
+    """(records behind the end on the assigned partitions, partitions assigned), from the consumer's
+    positions and the watermarks its fetches cached: no request to the broker."""
+    assignment = consumer.assignment()
+    lag = 0
+    for tp in consumer.position(assignment) if assignment else ():
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except Exception:  # noqa: BLE001 - nothing fetched yet for this partition
+            continue
+        if high >= 0 and tp.offset >= 0:
+            lag += max(0, high - tp.offset)
+    return lag, len(assignment)
+
+
+# --- Prometheus ----------------------------------------------------------------------------------
+
+class PrometheusCollector:
+    """Reads the engine's figures at scrape time (a snapshot), never counts itself."""
+
+    def __init__(self, metrics, figures):
+        self.metrics, self.figures = metrics, figures
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+        snap = self.metrics.snapshot(self.figures())
+        base = [snap["application"], snap["worker"]]
+        names = ["application", "worker", "pipeline", "step", "kind"]
+        m_in = CounterMetricFamily("wallaroo_step_messages_in", "Messages a step was called with.", labels=names)
+        m_out = CounterMetricFamily("wallaroo_step_messages_out", "Messages a step passed on.", labels=names)
+        lat = HistogramMetricFamily("wallaroo_step_latency_seconds", "A step's own compute time per message.",
+                                    labels=names)
+        e2e = HistogramMetricFamily("wallaroo_pipeline_end_to_end_seconds", "From a record's arrival at the "
+                                    "worker to the commit of the checkpoint holding its output.",
+                                    labels=names[:3])
+        for p in snap["pipelines"]:
+            e2e.add_metric(base + [p["name"]], *_buckets(p["end_to_end"]))
+            for s in p["steps"]:
+                labels = base + [p["name"], s["name"], s["kind"]]
+                m_in.add_metric(labels, s["messages_in"])
+                m_out.add_metric(labels, s["messages_out"])
+                lat.add_metric(labels, *_buckets(s["latency"]))
+        yield from (m_in, m_out, lat, e2e)
+        f, labels = snap["figures"], names[:2]
+
+        def family(kind, name, doc, value):
+            fam = kind(name, doc, labels=labels)
+            fam.add_metric(base, value)
+            return fam
+        yield family(CounterMetricFamily, "wallaroo_checkpoints", "Checkpoints committed.", f["checkpoints"])
+        ckpt = HistogramMetricFamily("wallaroo_checkpoint_seconds", "Checkpoint duration.", labels=labels)
+        ckpt.add_metric(base, *_buckets(f["checkpoint_latency"]))
+        yield ckpt
+        yield family(CounterMetricFamily, "wallaroo_restores", "State restores.", f["restores"])
+        yield family(CounterMetricFamily, "wallaroo_restore_seconds", "Time spent restoring state.",
+                     f["restore_seconds"])
+        yield family(CounterMetricFamily, "wallaroo_dead_letters", "Dead letters.", f["dead_letters"])
+        yield family(CounterMetricFamily, "wallaroo_reconnects", "Kafka clients replaced.", f["reconnects"])
+        yield family(GaugeMetricFamily, "wallaroo_consumer_lag_records",
+                     "Records behind on the assigned partitions.", f["consumer_lag"])
+        yield family(GaugeMetricFamily, "wallaroo_partitions_assigned", "Partitions assigned.", f["partitions"])
+        if f["event_time_lag_ms"] is not None:
+            yield family(GaugeMetricFamily, "wallaroo_event_time_lag_seconds",
+                         "Wall clock minus the newest source event time.", f["event_time_lag_ms"] / 1000.0)
+
+
+def _buckets(hist):
+    from prometheus_client.utils import floatToGoString
+    total, out = 0, []
+    for bound, n in zip(LATENCY_BOUNDS_S + (float("inf"),), hist["counts"]):
+        total += n
+        out.append((floatToGoString(bound), total))
+    return out, hist["sum_s"]
+
+
+def serve(metrics, figures, port, host):
+    """Serve `/metrics` on host:port from a thread; returns the server (shutdown() stops it)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PrometheusCollector(metrics, figures))
+    try:
+        server, _thread = start_http_server(port, host, registry=registry)
+    except OSError as e:
+        raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {e} (another --metrics-port?)") from e
+    log.info("metrics: Prometheus text at http://%s:%d/metrics", host, server.server_port)
+    return server
+
+
+class Publisher:
+    """Sends snapshots to the metrics topic with a plain producer: they are observations, so they stay
+    outside the checkpoint transactions (an aborted checkpoint must not drop one, a read_committed
+    reader must not wait for a commit to see one, and a lost or repeated snapshot is harmless: the
+    counters are cumulative)."""
+
+    def __init__(self, producer, application_id, worker):
+        self.producer, self.topic, self.key = producer, metrics_topic(application_id), worker.encode()
+
+    def publish(self, snapshot):
+        value = json.dumps(snapshot, separators=(",", ":")).encode()
+        if len(value) > MAX_SNAPSHOT_BYTES:
+            log.warning("metrics snapshot of %d bytes not sent (over %d)", len(value), MAX_SNAPSHOT_BYTES)
+            return
+        try:
+            self.producer.produce(self.topic, value, key=self.key)
+        except BufferError:           # the broker is away and the queue full: skip this one
+            pass
+        self.producer.poll(0)
+
+    def close(self, timeout_s=5.0):
+        self.producer.flush(timeout_s)
