@@ -3,6 +3,7 @@ records) on a metrics topic; /api/pipeline checked against figures computed here
 the test made; the page in Chromium (every step with figures, live updates, charts drawn, escaping,
 phone width); a restarted worker counted from its new start."""
 import math
+import threading
 import time
 import uuid
 
@@ -10,10 +11,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from conftest import ARTIFACTS, create_topic, new_page, wait_for
+from conftest import ARTIFACTS, ROOT, Workers, create_topic, event_line, new_page, wait_for
 from dashboard.config import Config
 from dashboard.pipeline import Pipelines
-from stack_contract.metrics import LATENCY_BOUNDS_S, VERSION
+from stack_contract.metrics import LATENCY_BOUNDS_S, VERSION, metrics_topic
 from test_dashboard_helpers import get_json, serve
 
 NB = len(LATENCY_BOUNDS_S) + 1
@@ -251,3 +252,84 @@ def test_pipeline_page_live(pipeline_app, chromium):
         page.screenshot(path=str(ARTIFACTS / "dashboard-nav-390.png"))
     finally:
         page.close()
+
+
+class Replay(threading.Thread):
+    """Archive-shaped events into the source topic, a few hundred a second, until stopped."""
+
+    def __init__(self, kafka, topic):
+        super().__init__(daemon=True)
+        self.p = Producer({"bootstrap.servers": kafka, "linger.ms": 20})
+        self.topic, self.stop_event, self.sent = topic, threading.Event(), 0
+
+    def run(self):
+        t0 = 1_420_113_600_000           # 2015-01-01T12:00:00Z
+        while not self.stop_event.is_set():
+            for _ in range(100):
+                i = self.sent
+                kind = ("WatchEvent", "WatchEvent", "ForkEvent", "PullRequestEvent", "PushEvent")[i % 5]
+                created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t0 / 1000 + i))
+                self.p.produce(self.topic, event_line(kind, 50_000 + i, f"org/repo{i % 17}", created, number=i),
+                               timestamp=t0 + i * 1000)
+                self.sent += 1
+            self.p.poll(0)
+            self.stop_event.wait(0.3)
+        self.p.flush(10)
+
+
+@pytest.mark.kafka
+@pytest.mark.browser
+def test_star_leaders_steps_live_during_a_replay(kafka, chromium, tmp_path):
+    """Two real star_leaders workers publish their snapshots; the page and /api/pipeline show every
+    step of star_leaders with figures that grow while events keep arriving."""
+    from playwright.sync_api import expect
+
+    suffix = uuid.uuid4().hex[:8]
+    source, sink, app_id = f"pipe-in-{suffix}", f"pipe-out-{suffix}", f"pipe-{suffix}"
+    create_topic(kafka, source, 2)
+    replay = Replay(kafka, source)
+    replay.start()
+    workers = Workers(kafka, tmp_path)
+    config = Config(kafka=kafka, metrics_topic=metrics_topic(app_id), topic=sink, source_topic=source, group=app_id)
+    try:
+        for name in ("w1", "w2"):
+            workers.start("star_leaders", source, sink, name, app_id, "--checkpoint-interval-ms", "500", cwd=ROOT)
+        with serve(config) as (url, app):
+            def both_reporting():
+                doc = get_json(url + "/api/pipeline")
+                if not doc["pipelines"] or len(doc["pipelines"][0]["workers"]) < 2:
+                    return None
+                steps = {s["name"]: s for s in doc["pipelines"][0]["steps"]}
+                ok = all(steps.get(n, {}).get("throughput", {}).get("now", 0) > 0
+                         for n in ("filter interesting events", "annotate repos"))
+                return doc if ok else None
+            doc = wait_for(both_reporting, 90, "both workers' snapshots with traffic through every step")
+            (pipe,) = doc["pipelines"]
+            steps = [s["name"] for s in pipe["steps"]]
+            assert steps[1:3] == ["filter interesting events", "annotate repos"] and steps[-1] == sink
+            assert doc["records"]["skipped"] == {"malformed": 0, "out_of_order": 0, "too_many_workers": 0}
+            annotate = next(s for s in pipe["steps"] if s["name"] == "annotate repos")
+            assert annotate["kind"] == "state" and annotate["latency"]["p50"] is not None
+
+            page, errors = new_page(chromium)
+            try:
+                page.goto(url + "/pipeline")
+                boxes = page.locator("section.pipeline li.step")
+                expect(boxes).to_have_count(len(steps), timeout=30_000)
+                assert boxes.locator(".step-name").all_inner_texts() == steps
+                counts = page.locator("li.step[data-step='annotate repos'] .step-count")
+                before = counts.inner_text()
+                expect(counts).not_to_have_text(before, timeout=30_000)      # live, during the replay
+                expect(page.locator("#workers tbody tr")).to_have_count(2)
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(ARTIFACTS / "pipeline-replay-1280.png"), full_page=True)
+                page.set_viewport_size({"width": 390, "height": 844})
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(ARTIFACTS / "pipeline-replay-390.png"), full_page=True)
+                assert errors == []
+            finally:
+                page.close()
+    finally:
+        replay.stop_event.set()
+        replay.join(15)
+        workers.stop_all()

@@ -51,7 +51,8 @@
     s = Math.max(0, Math.round(s));
     if (s < 120) return s + " s";
     if (s < 7200) return Math.round(s / 60) + " min";
-    return (s / 3600).toFixed(1) + " h";
+    if (s < 172800) return (s / 3600).toFixed(1) + " h";
+    return Math.round(s / 86400).toLocaleString("en-US") + " d";      // a replay of an old archive
   }
 
   /* ">1s" (the last bin) is drawn at 1 s; empty stays a gap. */
