@@ -105,7 +105,9 @@
       axes: [axis, Object.assign({}, axis, { size: 64, values: function (u, vals) { return vals.map(function (v) { return v === null ? "" : fmt(v); }); } })],
       legend: { live: true },
       series: [{}].concat(series.map(function (name, i) {
+        // every other line dashed: steps with equal rates (a decoder and the filter) stay visible
         return { label: name, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
+                 dash: i % 2 ? [7, 4] : undefined,
                  value: function (u, v) { return v === null || v === undefined ? "—" : fmt(v); } };
       }))
     };
