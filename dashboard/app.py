@@ -110,7 +110,7 @@ class Runtime:
         self.metrics.stop()
 
     def pipeline(self) -> dict:
-        view = self.pipelines.view()
+        view = dict(self.pipelines.cached_view())
         view["topic"] = self.config.metrics_topic
         view["consumer"] = {"state": self.metrics.state, "last_error": self.metrics.last_error}
         return view

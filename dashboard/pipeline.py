@@ -34,6 +34,7 @@ MAX_RECORD_BYTES = 1 << 20   # the engine's snapshots stay under 900,000 bytes
 MAX_WORKERS = 64
 MAX_PIPELINES = 16
 MAX_STEPS = 64               # per pipeline
+MAX_STEPS_TOTAL = 128        # per snapshot: bounds the work of one view() (workers x steps x window)
 MAX_HISTORY = 2 * int(WINDOW_S / SNAPSHOT_INTERVAL_S) + 4   # per worker; more often than every 2.5 s
                                                             # and the oldest go early
 MAX_NAME = 200
@@ -115,6 +116,8 @@ def validate(key: bytes | None, value: bytes | None, now_ms: int | None = None) 
         out_pipes.append({"name": _name(p.get("name"), "pipeline name"),
                           "source": source[:MAX_NAME] if isinstance(source, str) else "",
                           "steps": out_steps, "end_to_end": _histogram(p.get("end_to_end"), "end_to_end")})
+    if sum(len(p["steps"]) for p in out_pipes) > MAX_STEPS_TOTAL:
+        raise Malformed(f"more than {MAX_STEPS_TOTAL} steps in all")
     if len({p["name"] for p in out_pipes}) != len(out_pipes):
         raise Malformed("two pipelines of one name")
     f = doc.get("figures")
@@ -158,6 +161,17 @@ def _zero(snap: dict) -> dict:
             "figures": {"checkpoint_latency": zh, "checkpoints": 0}}
 
 
+def _covering(grid: list[int], spans: list[tuple[int, int]]):
+    """(grid index, span index) for each grid time inside a span (a, b]; both lists ascending and
+    the spans disjoint: one pass over each."""
+    j = 0
+    for gi, g in enumerate(grid):
+        while j < len(spans) and spans[j][1] < g:
+            j += 1
+        if j < len(spans) and spans[j][0] < g:
+            yield gi, j
+
+
 def _diff(new, old) -> list[int]:
     return [a - b for a, b in zip(new[0], old[0])]
 
@@ -191,6 +205,7 @@ class Pipelines:
         self.skipped: dict[str, int] = {"malformed": 0, "out_of_order": 0, "too_many_workers": 0}
         self.last_skip: str | None = None
         self.version = 0
+        self._cache: tuple | None = None
 
     def reset(self) -> None:
         with self._lock:
@@ -247,6 +262,19 @@ class Pipelines:
         for w in [w for w, h in self._workers.items() if h[-1]["at_ms"] < now_ms - self.window_ms]:
             del self._workers[w]
 
+    def cached_view(self, max_age_s: float = 1.0) -> dict:
+        """view(), computed at most once per `max_age_s` unless a snapshot arrived (viewers poll)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache
+        if cached and cached[0] == self.version and now - cached[1] < max_age_s:
+            return cached[2]
+        version = self.version
+        doc = self.view()
+        with self._lock:
+            self._cache = (version, now, doc)
+        return doc
+
     def view(self, now_ms: int | None = None) -> dict:
         """Figures per pipeline, step and worker (the /api/pipeline document)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
@@ -276,12 +304,11 @@ class Pipelines:
                 acc["e2e"] = [a + b for a, b in zip(acc["e2e"], e2e)]
                 acc["e2e_sum"] += max(0.0, p["end_to_end"][1] - bp["end_to_end"][1])
                 e2e_grid = acc.setdefault("e2e_grid", [[0] * NBINS for _ in grid])
-                for gi, g in enumerate(grid):
-                    for a, b in zip(points, points[1:]):
-                        if a["at_ms"] < g <= b["at_ms"]:
-                            d = _diff(b["pipelines"][pi]["end_to_end"], a["pipelines"][pi]["end_to_end"])
-                            e2e_grid[gi] = [x + y for x, y in zip(e2e_grid[gi], d)]
-                            break
+                pairs = list(zip(points, points[1:]))
+                for gi, j in _covering(grid, [(a["at_ms"], b["at_ms"]) for a, b in pairs]):
+                    a, b = pairs[j]
+                    d = _diff(b["pipelines"][pi]["end_to_end"], a["pipelines"][pi]["end_to_end"])
+                    e2e_grid[gi] = [x + y for x, y in zip(e2e_grid[gi], d)]
                 for si, s in enumerate(p["steps"]):
                     key = (si, s["name"])
                     st = acc["steps"].get(key)
@@ -304,11 +331,8 @@ class Pipelines:
                             ivs.append((a["at_ms"], b["at_ms"], n / dt))
                     now_rate = ivs[-1][2] if ivs else 0.0
                     st["now"] += now_rate
-                    for gi, g in enumerate(grid):
-                        for a_ms, b_ms, r in ivs:
-                            if a_ms < g <= b_ms:
-                                st["grid"][gi] = (st["grid"][gi] or 0.0) + r
-                                break
+                    for gi, j in _covering(grid, [(a_ms, b_ms) for a_ms, b_ms, _ in ivs]):
+                        st["grid"][gi] = (st["grid"][gi] or 0.0) + ivs[j][2]
                     st["per_worker"][name] = {"throughput": now_rate,
                                               **latency_figures(_diff(s["latency"], bs["latency"]))}
                     if si == 0:
