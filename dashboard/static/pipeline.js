@@ -147,6 +147,10 @@
     var flow = card.querySelector(".flow");
     flow.replaceChildren.apply(flow, p.steps.map(stepBox));
 
+    if (typeof uPlot === "undefined") {      // static/vendor/ not built (make env): figures, no charts
+      card.querySelector(".charts").textContent = "Charts need dashboard/static/vendor/ (make env).";
+      return;
+    }
     var names = p.steps.map(function (s) { return s.name; });
     var key = JSON.stringify(names);
     var c = charts[p.name];
@@ -217,7 +221,7 @@
     pipes.forEach(function (p) { seen[p.name] = true; renderPipeline(p, times); });
     Object.keys(cards).forEach(function (n) {
       if (!seen[n]) {
-        charts[n].tp.destroy(); charts[n].lat.destroy();
+        if (charts[n]) { charts[n].tp.destroy(); charts[n].lat.destroy(); }
         cards[n].remove(); delete cards[n]; delete charts[n];
       }
     });
@@ -246,6 +250,7 @@
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(function () {
       Object.keys(charts).forEach(function (n) {
+        if (!cards[n]) return;
         var w = chartWidth(cards[n]);
         charts[n].tp.setSize({ width: w, height: 220 });
         charts[n].lat.setSize({ width: w, height: 220 });
