@@ -333,3 +333,18 @@ def test_star_leaders_steps_live_during_a_replay(kafka, chromium, tmp_path):
         replay.stop_event.set()
         replay.join(15)
         workers.stop_all()
+
+
+def test_memory_stays_bounded_whatever_the_topic_holds():
+    from dashboard import pipeline
+    now = int(time.time() * 1000)
+    board = Pipelines()
+    for i in range(pipeline.MAX_WORKERS + 5):                 # more workers than kept
+        w = Worker(f"w{i}", now - 60_000)
+        board.apply(w.name.encode(), w.interval(W2), now)
+    assert board.skipped["too_many_workers"] == 5 and len(board.view(now)["workers"]) == pipeline.MAX_WORKERS
+    flood = Worker("w0", now - 50_000)                        # one worker, snapshots 10 ms apart
+    for _ in range(1000):
+        assert board.apply(b"w0", flood.interval(W2, seconds=0.01), now)
+    assert len(board._workers["w0"]) == pipeline.MAX_HISTORY
+    assert not board.apply(b"w0", b"x" * (pipeline.MAX_RECORD_BYTES + 1), now)
