@@ -1,5 +1,14 @@
 # One image for every Python service of star-leaders: archive-streamer, the machida workers and the
 # dashboard.  docker-compose.yaml runs it with one command per service; Kafka is the official image.
+# The dashboard's browser libraries (uPlot), from npm as pinned in dashboard/package-lock.json, the
+# way `make env` fetches them; only the files served go into the image.
+FROM node:20-slim AS vendor
+WORKDIR /vendor
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+    && mkdir out \
+    && cp node_modules/uplot/dist/uPlot.iife.min.js node_modules/uplot/dist/uPlot.min.css node_modules/uplot/LICENSE out/
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,6 +28,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject
 # The project itself (a regular, non-editable install; .dockerignore keeps only the packages and
 # pyproject.toml in the build context), then the sources go: the services run from site-packages.
 COPY . /src
+COPY --from=vendor /vendor/out /src/dashboard/static/vendor
 RUN pip install --no-deps /src \
     && pip check \
     && rm -rf /src

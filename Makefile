@@ -29,7 +29,17 @@ $(STAMP): pyproject.toml
 	"$(PY)" -m pip install -q -e '.[dev]'
 	touch "$(STAMP)"
 
-env: $(STAMP)
+# The dashboard's browser libraries (uPlot), pinned in dashboard/package-lock.json, served from
+# dashboard/static/vendor/ (build output, gitignored).
+VENDOR := dashboard/static/vendor/.installed
+$(VENDOR): dashboard/package.json dashboard/package-lock.json
+	cd dashboard && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p dashboard/static/vendor
+	cp dashboard/node_modules/uplot/dist/uPlot.iife.min.js dashboard/node_modules/uplot/dist/uPlot.min.css \
+	   dashboard/node_modules/uplot/LICENSE dashboard/static/vendor/
+	touch $(VENDOR)
+
+env: $(STAMP) $(VENDOR)
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
 chromium:
@@ -81,4 +91,4 @@ bench-peers: env kafka $(PEERS_STAMP)
 clean: stop
 	-$(KAFKA) clean
 	-if [ -d kafka/run-cluster ]; then KAFKA_NODES=3 KAFKA_RUN_DIR=kafka/run-cluster $(KAFKA) clean; fi
-	rm -rf -- "$(VENV)" "$(PEERS_VENV)" .stack *.egg-info
+	rm -rf -- "$(VENV)" "$(PEERS_VENV)" .stack *.egg-info dashboard/node_modules dashboard/static/vendor

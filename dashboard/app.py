@@ -21,9 +21,10 @@ from flask import Flask, Response, render_template, request
 from stack_contract import RECENT_EVENTS, TOP_N, WINDOW_HOURS
 
 from .config import Config
-from .consumer import LeaderboardConsumer
+from .consumer import LeaderboardConsumer, MetricsConsumer
 from .health import HealthMonitor, describe
 from .leaders import Board
+from .pipeline import Pipelines
 
 KEEPALIVE_S = 15.0   # SSE comment line, so idle proxies and browsers keep the connection open
 RETRY_MS = 2000      # EventSource reconnect delay after a dropped stream
@@ -87,20 +88,32 @@ class Runtime:
         self.monitor = HealthMonitor(config.kafka, topic=config.topic, source_topic=config.source_topic,
                                      group=config.group, interval_s=config.health_interval,
                                      timeout_s=config.kafka_timeout, consumer=self.consumer)
+        self.pipelines = Pipelines()
+        self.metrics = MetricsConsumer(self.pipelines, config.kafka, config.metrics_topic,
+                                       timeout_s=config.kafka_timeout)
         self.closing = threading.Event()
         self.streams = StreamSlots(config.max_streams, config.max_streams_per_client)
 
     def start(self) -> "Runtime":
         self.consumer.start()
         self.monitor.start()
+        self.metrics.start()
         return self
 
     def stop(self) -> None:
         self.closing.set()
-        self.consumer.request_stop()          # both at once, then wait for both
+        self.consumer.request_stop()          # all at once, then wait for each
         self.monitor.request_stop()
+        self.metrics.request_stop()
         self.consumer.stop()
         self.monitor.stop()
+        self.metrics.stop()
+
+    def pipeline(self) -> dict:
+        view = dict(self.pipelines.cached_view())
+        view["topic"] = self.config.metrics_topic
+        view["consumer"] = {"state": self.metrics.state, "last_error": self.metrics.last_error}
+        return view
 
     def health(self) -> dict:
         return describe(self.monitor, self.consumer, self.board, self.config)
@@ -138,6 +151,15 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
     def index():
         return render_template("index.html", config=config, top_n=TOP_N, window_hours=WINDOW_HOURS,
                                recent_events=RECENT_EVENTS)
+
+    @app.get("/pipeline")
+    def pipeline_page():
+        return render_template("pipeline.html", config=config)
+
+    @app.get("/api/pipeline")
+    def api_pipeline():
+        return Response(orjson.dumps(rt.pipeline()), mimetype="application/json",
+                        headers={"Cache-Control": "no-store"})
 
     @app.get("/api/leaders")
     def api_leaders():

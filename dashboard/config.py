@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, fields
 
 import stack_contract
+from stack_contract.metrics import metrics_topic
 
 from .leaders import MAX_PARTITIONS
 
@@ -17,6 +18,7 @@ DEFAULT_KAFKA = "127.0.0.1:9092"
 DEFAULT_TOPIC = stack_contract.LEADERBOARD_TOPIC      # what star_leaders writes (transactionally)
 DEFAULT_SOURCE_TOPIC = stack_contract.SOURCE_TOPIC    # what star_leaders reads
 DEFAULT_GROUP = stack_contract.APP_NAME               # star_leaders' consumer group on the source topic
+DEFAULT_METRICS_TOPIC = metrics_topic(stack_contract.APP_NAME)   # where star_leaders' workers publish
 DEFAULT_PARTITIONS = stack_contract.PARTITION_COUNT   # star_leaders' state partitions: the valid record ids
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
@@ -38,6 +40,7 @@ ENV = {
     "topic": ("DASHBOARD_TOPIC", str),
     "source_topic": ("DASHBOARD_SOURCE_TOPIC", str),
     "group": ("DASHBOARD_GROUP", str),
+    "metrics_topic": ("DASHBOARD_METRICS_TOPIC", str),
     "partitions": ("DASHBOARD_PARTITIONS", int),
     "expected_workers": ("DASHBOARD_EXPECTED_WORKERS", int),
     "host": ("DASHBOARD_HOST", str),
@@ -68,6 +71,7 @@ class Config:
     topic: str = DEFAULT_TOPIC
     source_topic: str = DEFAULT_SOURCE_TOPIC
     group: str = DEFAULT_GROUP
+    metrics_topic: str = DEFAULT_METRICS_TOPIC
     partitions: int = DEFAULT_PARTITIONS
     expected_workers: int | None = None     # workers the group should have (None: not known)
     host: str = DEFAULT_HOST
@@ -123,6 +127,9 @@ def parse_args(argv=None, environ: dict | None = None) -> Config:
     p.add_argument("--group", default=base.group,
                    help=f"star_leaders' consumer group, for lag and workers "
                         f"(env DASHBOARD_GROUP; default {DEFAULT_GROUP})")
+    p.add_argument("--metrics-topic", default=base.metrics_topic,
+                   help=f"topic the workers publish metrics snapshots to, for the pipeline page "
+                        f"(env DASHBOARD_METRICS_TOPIC; default {DEFAULT_METRICS_TOPIC})")
     p.add_argument("--partitions", type=int, default=base.partitions,
                    help=f"star_leaders' state partitions: records for any other partition id are refused "
                         f"(env DASHBOARD_PARTITIONS; default {DEFAULT_PARTITIONS})")

@@ -41,6 +41,10 @@ STOPPED = "stopped"
 
 
 class LeaderboardConsumer(BackgroundThread):
+    """Follows `topic` into `board` (anything with apply(key, value), publish() and reset())."""
+
+    label = "leaderboard consumer"
+
     def __init__(self, board: Board, bootstrap: str, topic: str, *,
                  retry_s: float = 1.0, rescan_s: float = 10.0, timeout_s: float = 3.0,
                  stall_s: float = 15.0):
@@ -115,7 +119,7 @@ class LeaderboardConsumer(BackgroundThread):
 
     def _set_state(self, state: str, detail: str = "") -> None:
         if state != self._logged_state:
-            log.info("leaderboard consumer: %s%s", state.replace("_", " "), detail)
+            log.info("%s: %s%s", self.label, state.replace("_", " "), detail)
             self._logged_state = state
         self.state = state
 
@@ -124,7 +128,7 @@ class LeaderboardConsumer(BackgroundThread):
             try:
                 self._run_consumer()
             except Exception as e:   # a bug or an unexpected client error: start over, don't go stale
-                log.exception("leaderboard consumer failed; restarting it")
+                log.exception("%s failed; restarting it", self.label)
                 self.last_error = str(e) or type(e).__name__
                 self._set_state(WAITING_FOR_KAFKA)
                 self._stop_event.wait(self.retry_s * 5)
@@ -212,8 +216,15 @@ class LeaderboardConsumer(BackgroundThread):
             if self.behind() == 0:
                 self._last_progress = time.monotonic()
             elif time.monotonic() - self._last_progress > self.stall_s:
-                log.warning("leaderboard consumer: %d committed records unread for %.0f s; "
-                            "replacing the client", self.behind(), self.stall_s)
+                log.warning("%s: %d committed records unread for %.0f s; "
+                            "replacing the client", self.label, self.behind(), self.stall_s)
                 self.last_error = "stalled; client replaced"
                 return False
         return True
+
+
+class MetricsConsumer(LeaderboardConsumer):
+    """The same reader for the engine's metrics topic (`<application-id>-metrics`), into a
+    `pipeline.Pipelines`."""
+
+    label = "metrics consumer"
