@@ -75,3 +75,131 @@ def test_run_local_answers_repo_cards_as_the_batch_reference():
         result.query(STATE_NAME, QUERY_REPO, "no-slash")
     with pytest.raises(LookupError):
         result.query(STATE_NAME, "update", "a/b")          # not a query: state methods are not callable
+
+
+# ------------------------------------------------------------------ the real broker, two workers
+
+FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
+
+
+def get(port, repo_or_path, arg=None):
+    """(status, JSON body, headers) of one query to a worker's query port."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    url = f"http://127.0.0.1:{port}/query/{STATE_NAME}/{repo_or_path}?arg={urllib.parse.quote(arg, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def asker(port):
+    def ask(method, arg):
+        status, body, _ = get(port, method, arg)
+        assert status == 200, (status, body)
+        return body
+    return ask
+
+
+@pytest.fixture(scope="module")
+def cluster(kafka, tmp_path_factory):
+    """Two star_leaders workers with query ports, after they consumed the whole corpus."""
+    from confluent_kafka import Producer
+
+    from conftest import Workers, create_topic, free_port
+    from test_end_to_end import wait_until_consumed
+    import uuid
+    tag = uuid.uuid4().hex[:8]
+    source, sink, app_id = f"q-src-{tag}", f"q-sink-{tag}", f"q-app-{tag}"
+    create_topic(kafka, source, 4)
+    lines, _ = corpus()
+    p = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 5})
+    for i, raw in enumerate(lines):
+        p.produce(source, raw, key=str(i).encode(), timestamp=ref.event_time_ms(raw))
+    p.flush(30)
+    w = Workers(kafka, tmp_path_factory.mktemp("query-workers"))
+    ports = {"w1": free_port(), "w2": free_port()}
+    procs = {n: w.start("star_leaders", source, sink, n, app_id, *FAST, "--query-port", str(port),
+                        cwd=ref.__file__.rsplit("/tests/", 1)[0])
+             for n, port in ports.items()}
+    try:
+        wait_until_consumed(kafka, app_id, source, 120, procs.values())
+        yield {"lines": lines, "ports": ports, "procs": procs, "app_id": app_id}
+    finally:
+        w.stop_all()
+
+
+def settled(port, repo):
+    """The card once the worker answers for every partition (the group may still be settling)."""
+    from conftest import wait_for
+
+    def attempt():
+        try:
+            return repo_card(asker(port), repo)
+        except AssertionError:
+            return None
+    return wait_for(attempt, 60, f"a full answer for {repo}")
+
+
+@pytest.mark.kafka
+def test_cards_equal_the_batch_reference_through_either_worker(cluster):
+    expected = expected_cards(cluster["lines"])
+    for name, port in cluster["ports"].items():
+        for repo in probes(expected):
+            check_card(settled(port, repo), expected, repo)
+    status, body, _ = get(cluster["ports"]["w1"], QUERY_REPO, "not a repo")
+    assert status == 400 and "owner/name" in body["error"]
+    assert get(cluster["ports"]["w1"], "nonexistent", "a/b")[0] == 404
+
+
+@pytest.mark.kafka
+def test_queries_during_a_kill_9_never_answer_from_a_revoked_partition(cluster):
+    """All input is consumed, so the state is final: every 200 must equal the reference, whoever answers;
+    while w2's partitions move to w1 the answer is 503 with Retry-After."""
+    import signal
+    import threading
+    import time
+    expected = expected_cards(cluster["lines"])
+    repos = probes(expected)
+    w1 = cluster["ports"]["w1"]
+    for repo in repos:
+        settled(w1, repo)
+    seen, wrong, stop = {"200": 0, "503": 0, "other": []}, [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            for repo in repos:
+                status, body, headers = get(w1, QUERY_REPO, repo)
+                if status == 200:
+                    seen["200"] += 1
+                    want = expected.get(repo, (0, [0] * 24, None))
+                    got = body["value"]
+                    if (got["stars"], got["hourly"]) != want[:2]:
+                        wrong.append((repo, body))
+                elif status == 503:
+                    seen["503"] += 1
+                    assert headers["Retry-After"]
+                else:
+                    seen["other"].append((status, body))
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        cluster["procs"]["w2"].send_signal(signal.SIGKILL)
+        cluster["procs"]["w2"].wait(10)
+        moved = time.monotonic()
+        while time.monotonic() - moved < 60 and seen["503"] == 0:
+            time.sleep(0.2)
+        for repo in repos:            # w1 owns everything now and answers it all itself
+            check_card(settled(w1, repo), expected, repo)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not wrong, wrong[:3]
+    assert not seen["other"], seen["other"][:3]
+    assert seen["503"] > 0 and seen["200"] > 0, seen
