@@ -11,12 +11,15 @@ a few seconds apart near an hour boundary may disagree by that hour's stars.
 from . import PARTITION_COUNT, QUERY_AHEAD, QUERY_REPO, AsOf, RepoCard
 
 
-def repo_card(ask, repo) -> RepoCard:
+def repo_card(ask, repo, map=map) -> RepoCard:
+    """`map`: e.g. a thread pool's, to send the fan-out's queries at once (a worker answers the queries
+    waiting for it together, between two consume batches)."""
     answer = ask(QUERY_REPO, repo)
     value, as_of = answer["value"], answer["as_of"]
     rank = None
     if value["stars"]:
-        rank = 1 + sum(ask(QUERY_AHEAD, f"{p}:{value['stars']}:{repo}")["value"] for p in range(PARTITION_COUNT))
+        args = [f"{p}:{value['stars']}:{repo}" for p in range(PARTITION_COUNT)]
+        rank = 1 + sum(a["value"] for a in map(lambda arg: ask(QUERY_AHEAD, arg), args))
     shown: AsOf = {"checkpoint": as_of["checkpoint"], "event_time_ms": as_of["event_time_ms"],
                    "window_end": value["window_end"]}
     return {"repo": repo, "stars": value["stars"], "hourly": value["hourly"], "rank": rank,

@@ -1,5 +1,6 @@
 """Interactive queries (README "Queries"): star_leaders' repository cards, in memory and on the real broker."""
 import random
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -138,7 +139,8 @@ def settled(port, repo):
 
     def attempt():
         try:
-            return repo_card(asker(port), repo)
+            with ThreadPoolExecutor(8) as pool:
+                return repo_card(asker(port), repo, pool.map)
         except AssertionError:
             return None
     return wait_for(attempt, 60, f"a full answer for {repo}")

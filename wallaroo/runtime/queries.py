@@ -31,7 +31,6 @@ FORWARDED = "X-Wallaroo-Forwarded"
 RETRY_AFTER_S = 1
 WAIT_S = 5.0                  # for the loop to answer (a restore can hold it longer: then "moving")
 PENDING_MAX = 1000            # queries waiting for the loop
-RATE_PER_S, BURST = 50.0, 100  # per client address
 OWNERS_TTL_S = 1.0
 
 
@@ -86,8 +85,10 @@ def owners(admin, group, topic):
 
 
 class RateLimit:
-    def __init__(self, rate=RATE_PER_S, burst=BURST):
-        self.rate, self.burst, self.buckets, self.lock = rate, burst, {}, threading.Lock()
+    """A token bucket per client address (a burst of two seconds' worth)."""
+
+    def __init__(self, rate):
+        self.rate, self.burst, self.buckets, self.lock = rate, 2 * rate, {}, threading.Lock()
 
     def allow(self, client):
         now = time.monotonic()
@@ -104,10 +105,10 @@ class RateLimit:
 class QueryServer:
     """The HTTP side: `serve()` is called by the worker's loop to answer what is pending."""
 
-    def __init__(self, task, admin, group, port, host="127.0.0.1", checkpoints=lambda: 0):
+    def __init__(self, task, admin, group, port, host="127.0.0.1", checkpoints=lambda: 0, rate_per_s=1000.0):
         self.task, self.admin, self.group, self.checkpoints = task, admin, group, checkpoints
         self.pending = queue.Queue(PENDING_MAX)
-        self.limit = RateLimit()
+        self.limit = RateLimit(rate_per_s)
         self._owners, self._owners_at, self._owners_lock = {}, 0.0, threading.Lock()
         self.served = 0
         server = self
@@ -153,14 +154,15 @@ class QueryServer:
 
     # --- the HTTP side -----------------------------------------------------------------------
     def handle(self, h):
-        if not self.limit.allow(h.client_address[0]):
+        forwarded = bool(h.headers.get(FORWARDED))      # limited where it came in
+        if not forwarded and not self.limit.allow(h.client_address[0]):
             return _send(h, 429, {"error": "too many queries"}, retry=True)
         url = urllib.parse.urlsplit(h.path)
         parts = url.path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "query":
             return _send(h, 404, {"error": "GET /query/<state>/<method>?arg=<text>"})
         args = urllib.parse.parse_qs(url.query).get("arg", [""])
-        status, body = self.ask(parts[1], parts[2], args[0], forwarded=bool(h.headers.get(FORWARDED)))
+        status, body = self.ask(parts[1], parts[2], args[0], forwarded=forwarded)
         if status == 307:
             status, body = self.forward(h.path, body)
         if status == 503:

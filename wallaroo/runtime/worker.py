@@ -70,6 +70,7 @@ class WorkerOptions:
     # Queries (README "Queries"): @wallaroo.query methods of owned state over HTTP on query_port when given.
     query_port: int | None = None
     query_host: str = "127.0.0.1"
+    query_rate_per_s: float = 1000.0      # per client address (one repository card is 33 queries)
 
 
 class Worker:
@@ -125,7 +126,7 @@ class Worker:
             s.partitions = len(existing[s.topic].partitions)
         if self.opts.query_port is not None:     # bound before joining: its address is in our client.id
             self.queries = queries.QueryServer(self.task, admin, self.app_id, self.opts.query_port,
-                                               self.opts.query_host, self._checkpoints)
+                                               self.opts.query_host, self._checkpoints, self.opts.query_rate_per_s)
         self.control.prepare(admin, replication)    # before joining: see ControlListener
         self._connect()
         self.bridges.start()
