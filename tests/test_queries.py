@@ -152,6 +152,17 @@ def test_cards_equal_the_batch_reference_through_either_worker(cluster):
     for name, port in cluster["ports"].items():
         for repo in probes(expected):
             check_card(settled(port, repo), expected, repo)
+    from dashboard.app import create_app
+    from dashboard.config import Config
+    query = ",".join(f"127.0.0.1:{p}" for p in cluster["ports"].values())
+    client = create_app(Config(query=query), start=False).test_client()
+    for repo in probes(expected):
+        r = client.get(f"/api/repos/{repo}")
+        assert r.status_code == 200, r.data
+        check_card(r.get_json(), expected, repo)
+        assert set(r.get_json()) == {"repo", "stars", "hourly", "rank", "recent_events", "as_of"}
+    assert client.get("/api/repos/no-slash").status_code == 400
+    assert client.get("/api/repos/a/b/c").status_code == 400
     status, body, _ = get(cluster["ports"]["w1"], QUERY_REPO, "not a repo")
     assert status == 400 and "owner/name" in body["error"]
     assert get(cluster["ports"]["w1"], "nonexistent", "a/b")[0] == 404
