@@ -25,6 +25,7 @@ from .consumer import LeaderboardConsumer, MetricsConsumer
 from .health import HealthMonitor, describe
 from .leaders import Board
 from .pipeline import Pipelines
+from .repos import Repos
 
 KEEPALIVE_S = 15.0   # SSE comment line, so idle proxies and browsers keep the connection open
 RETRY_MS = 2000      # EventSource reconnect delay after a dropped stream
@@ -165,6 +166,16 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
     def api_leaders():
         _, data = rt.board.snapshot_json()
         return Response(data, mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+    repos = Repos([a.strip() for a in config.query.split(",") if a.strip()])
+
+    @app.get("/api/repos/<path:repo>")
+    def api_repo(repo):
+        status, body = repos.card(repo)
+        headers = {"Cache-Control": "no-store"}
+        if status == 503:
+            headers["Retry-After"] = "1"
+        return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
 
     @app.get("/api/health")
     def api_health():

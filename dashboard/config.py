@@ -53,6 +53,7 @@ ENV = {
     "max_connections": ("DASHBOARD_MAX_CONNECTIONS", int),
     "max_connections_per_client": ("DASHBOARD_MAX_CONNECTIONS_PER_CLIENT", int),
     "connection_timeout": ("DASHBOARD_CONNECTION_TIMEOUT", float),
+    "query": ("DASHBOARD_QUERY", str),
 }
 
 
@@ -86,6 +87,7 @@ class Config:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     max_connections_per_client: int = DEFAULT_MAX_CONNECTIONS_PER_CLIENT
     connection_timeout: float = DEFAULT_CONNECTION_TIMEOUT
+    query: str = ""                 # comma-separated HOST:PORT of workers' --query-port (empty: no /api/repos)
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> "Config":
@@ -144,6 +146,8 @@ def parse_args(argv=None, environ: dict | None = None) -> Config:
                    help="comma-separated Host header names to serve, '*' for any; others get 421 "
                         "(env DASHBOARD_ALLOWED_HOSTS; default: localhost, 127.0.0.1, [::1] and the bound "
                         "address when bound to loopback, any otherwise)")
+    p.add_argument("--query", default=base.query, metavar="HOST:PORT,...",
+                   help="star_leaders workers' query ports, for /api/repos/<owner>/<name> (default: none)")
     p.add_argument("--health-interval", type=float, default=base.health_interval, metavar="SECONDS",
                    help=f"seconds between health samples (env DASHBOARD_HEALTH_INTERVAL; "
                         f"default {DEFAULT_HEALTH_INTERVAL})")

@@ -96,6 +96,7 @@ def compute_lag(end: dict, committed: dict, earliest: dict | None = None) -> int
 
 def worker_name(client_id: str, group: str) -> str:
     """star_leaders' workers are `<group>-<name>` (wallaroo's client.id); show the name."""
+    client_id = client_id.split("@", 1)[0]      # a worker with --query-port advertises it after "@"
     name = client_id[len(group) + 1:] if client_id.startswith(group + "-") else client_id
     return name[:WORKER_NAME_CAP] or "?"
 

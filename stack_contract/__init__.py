@@ -7,6 +7,7 @@ STAR_LEADERS_APP_ID); tests/test_stack_compose.py checks that they agree with th
 The definition of a valid archive event, which the streamer and star_leaders' decoder share, is the
 submodule `stack_contract.valid_event` (it needs orjson, so this module does not import it).
 """
+import re
 from typing import TypedDict
 
 SOURCE_TOPIC = "gharchive"         # GH Archive events (JSON bytes, one per record): archive_streamer fills it
@@ -55,3 +56,45 @@ class Leaderboard(TypedDict):
     partition: int                 # the state partition this board is of
     window_end: str                # the partition's event time, ISO-8601 UTC
     leaders: list[Leader]          # at most TOP_N, by stars descending, then repo in code point order
+
+
+# ---- one repository, looked up live (README "Queries"): star_leaders' workers answer queries of their
+# state (stack_contract.repo_card puts the answers together), the dashboard serves them as
+# GET /api/repos/<owner>/<name> in this shape.
+
+STATE_NAME = "repo-metadata"      # star_leaders' state, queried at /query/<STATE_NAME>/<method>
+QUERY_REPO = "repo"               # arg "owner/name" -> RepoAnswer
+QUERY_AHEAD = "ahead"             # arg "<partition>:<stars>:<owner/name>" -> repos of that partition ahead
+
+REPO_NAME_MAX_LENGTH = 200        # GitHub's own limit is 39 (owner) + 1 + 100 (name); valid_event checks it
+# A name as the stream counts it: owner/name, no whitespace, control characters or further slashes.
+_REPO_NAME = re.compile(r"[^/\s\x00-\x1f\x7f]+/[^/\s\x00-\x1f\x7f]+")
+
+
+def valid_repo_name(name) -> bool:
+    return type(name) is str and len(name) <= REPO_NAME_MAX_LENGTH and _REPO_NAME.fullmatch(name) is not None
+
+
+class AsOf(TypedDict):
+    checkpoint: int                # checkpoints the answering worker had committed
+    event_time_ms: int | None      # the state partition's event time (None: it has seen none)
+    window_end: str | None         # the same, ISO-8601 UTC, as on the leaderboard
+
+
+class RepoCard(TypedDict):
+    repo: str
+    stars: int                     # stars in the window; 0 when it has none
+    hourly: list[int]              # WINDOW_HOURS counts, oldest first, ending at as_of's window_end hour
+    rank: int | None               # 1 + repositories ahead of it in the global window (None without stars)
+    recent_events: list[Fork | PullRequest]   # at most RECENT_EVENTS, newest first
+    as_of: AsOf
+
+
+class RepoAnswer(TypedDict):
+    """The value of the QUERY_REPO query: one partition's view of one repository."""
+    repo: str
+    partition: int
+    stars: int
+    hourly: list[int]
+    recent_events: list[Fork | PullRequest]
+    window_end: str | None

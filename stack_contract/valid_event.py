@@ -23,13 +23,14 @@ from typing import NamedTuple
 
 import orjson
 
+from . import REPO_NAME_MAX_LENGTH
+
 HOUR_MS = 3_600_000
 # Real events nest 6 levels (payload.pull_request.head.repo.owner); 32 leaves room for GitHub to add
 # some, and keeps every event far inside any JSON parser's recursion limit (orjson: 1024; the stdlib
 # fails near Python's recursion limit, 1000).
 MAX_DEPTH = 32
 CREATED_AT_MAX_LENGTH = 40
-REPO_NAME_MAX_LENGTH = 200        # GitHub's own limit is 39 (owner) + 1 + 100 (name)
 
 # Event time bounds.  An event older than its hour is harmless (it lands in an older hourly bucket, or
 # is late); one newer than the stream moves windows forward and expires stars.  So the bound behind is

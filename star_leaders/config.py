@@ -14,7 +14,7 @@ from stack_contract import LEADERBOARD_TOPIC as SINK_TOPIC  # noqa: F401
 from stack_contract.valid_event import CREATED_AT_MAX_LENGTH as TIME_MAX_LENGTH  # noqa: F401
 from stack_contract.valid_event import REPO_NAME_MAX_LENGTH  # noqa: F401
 
-STATE_NAME = "repo-metadata"
+from stack_contract import STATE_NAME  # noqa: F401,E402 - the state the dashboard queries
 
 PARTITION_KEYS = list(range(PARTITION_COUNT))
 

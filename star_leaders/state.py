@@ -7,7 +7,8 @@ import zlib
 
 import msgspec
 
-from stack_contract import Fork, Leader, Leaderboard, PullRequest
+from stack_contract import Fork, Leader, Leaderboard, PullRequest, RepoAnswer, valid_repo_name
+from wallaroo.query import query
 
 from . import config
 
@@ -18,6 +19,28 @@ _WATCH, _FORK, _PULL = config.WATCH_EVENT, config.FORK_EVENT, config.PULL_REQUES
 def partition_of(repo):
     """A repository's partition key: stable across processes (Python's hash() is salted)."""
     return zlib.crc32(repo.encode("utf-8", "surrogatepass")) % config.PARTITION_COUNT
+
+
+def repo_key(repo):
+    """The partition key of a query about `repo` ("owner/name"); ValueError for a malformed name."""
+    if not valid_repo_name(repo):
+        raise ValueError("a repository is owner/name (no spaces or control characters, at most "
+                         f"{config.REPO_NAME_MAX_LENGTH} characters)")
+    return partition_of(repo)
+
+
+def ahead_key(arg):
+    """The partition key of an `ahead` query: its "<partition>:<stars>:<repo>" argument's first field."""
+    p, _, _ = _ahead_arg(arg)
+    return p
+
+
+def _ahead_arg(arg):
+    p, stars, repo = arg.split(":", 2)
+    p, stars = int(p), int(stars)
+    if not 0 <= p < config.PARTITION_COUNT or stars < 0:
+        raise ValueError(f"no partition {p} / star count {stars}")
+    return p, stars, repo
 
 
 class RepoPartitioner:
@@ -214,6 +237,29 @@ class RepoMetadata:
 
     def _rank(self, repo):
         return -self.stars[repo], repo
+
+    # ---- queries (README "Queries"): read-only, answering fresh data
+
+    @query(key=repo_key)
+    def repo(self, repo) -> RepoAnswer:
+        """This partition's view of `repo`: stars and hourly counts in the window, recent events."""
+        hourly = [0] * config.WINDOW_HOURS
+        if self.hour is not None:
+            first = self.hour - config.WINDOW_HOURS + 1
+            for i, h in enumerate(range(first, self.hour + 1)):
+                bucket = self.hourly.get(h)
+                if bucket:
+                    hourly[i] = bucket.get(repo, 0)
+        return {"repo": repo, "partition": partition_of(repo), "stars": self.stars.get(repo, 0), "hourly": hourly,
+                "recent_events": [dict(shown) for _, _, shown in self.recent.get(repo, ())],
+                "window_end": None if self.now_ms is None else iso(self.now_ms // 1000)}
+
+    @query(key=ahead_key)
+    def ahead(self, arg) -> int:
+        """How many of this partition's repositories rank before (stars, repo): more stars, or as many
+        and a smaller name."""
+        _, stars, repo = _ahead_arg(arg)
+        return sum(1 for r, n in self.stars.items() if n > stars or (n == stars and r < repo))
 
     # ---- what the partition shows
 

@@ -8,11 +8,15 @@ State classes may define `on_event_time(self, event_time_ms)`, called whenever t
 (carried on Kafka timestamps, see docs in README) moves on for the state's partition, even when no record
 for that partition arrives. It returns `(output or None, state_changed)` like a state computation; the
 output continues through the steps after the state step of the first pipeline that uses the state.
+
+State classes may mark read-only methods `@wallaroo.query(key=...)`: a worker with `--query-port` answers
+them over HTTP for any key, and `run_local(...).query(...)` in tests (see wallaroo/query.py).
 """
 from .builder import Application, ApplicationBuilder, ApplicationError
 from .context import event_time
 from .decorators import (computation, computation_multi, decoder, encoder, partition,
                          state_computation, state_computation_multi)
+from .query import query
 from .kafka import (KafkaSinkConfig, KafkaSourceConfig, kafka_parse_sink_options,
                     kafka_parse_source_options)
 from .tcp import TCPSinkConfig, TCPSourceConfig, tcp_parse_input_addrs, tcp_parse_output_addrs
@@ -20,6 +24,6 @@ from .tcp import TCPSinkConfig, TCPSourceConfig, tcp_parse_input_addrs, tcp_pars
 __all__ = [
     "Application", "ApplicationBuilder", "ApplicationError", "KafkaSinkConfig", "KafkaSourceConfig",
     "computation", "computation_multi", "decoder", "encoder", "event_time", "kafka_parse_sink_options",
-    "kafka_parse_source_options", "partition", "state_computation", "state_computation_multi",
+    "kafka_parse_source_options", "partition", "query", "state_computation", "state_computation_multi",
     "TCPSinkConfig", "TCPSourceConfig", "tcp_parse_input_addrs", "tcp_parse_output_addrs",
 ]

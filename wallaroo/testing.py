@@ -10,6 +10,7 @@ serialize/deserialize, else the data codec, so messages that are not data fail h
 the failing step, and event time that reaches state partitions through watermarks at checkpoint
 boundaries. Only the transport is in memory. The project's own engine tests run on the real broker.
 """
+import json
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from .builder import Application, ApplicationBuilder
 from .runtime import topics
 from .runtime.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from .runtime.metrics import event_time_lag_ms
+from .runtime.queries import answer
 from .runtime.routing import EVENT_TIME_KEY, key_from_bytes
 from .runtime.serde import Serde
 from .runtime.state import StoredRecord
@@ -60,6 +62,18 @@ class LocalResult:
     dead_letters: list = field(default_factory=list)
     states: dict = field(default_factory=dict)        # state name -> {partition key: state object}
     metrics: dict = field(default_factory=dict)       # the worker's counters: stack_contract.metrics.Snapshot
+    _task: object = field(default=None, repr=False)
+    checkpoints: int = 0
+
+    def query(self, state, method, arg):
+        """A @wallaroo.query answer as a worker's --query-port gives it: {"value", "as_of"};
+        LookupError for an unknown state or query, ValueError for a bad argument."""
+        status, body = answer(self._task, state, method, arg, self.checkpoints)
+        if status == 400:
+            raise ValueError(body["error"])
+        if status != 200:
+            raise LookupError(body["error"])
+        return json.loads(json.dumps(body))       # what a client gets: data, nothing shared with the state
 
     @property
     def values(self):
@@ -130,6 +144,7 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     collector = LocalCollector(result)
     task = Task(application, app_id, Serde(module, application, unsafe_pickle=unsafe_pickle), partitions,
                 collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms, metrics=True)
+    result._task = task
     for store in task.stores.values():
         for p in range(partitions):
             store.adopt(p, {})
@@ -148,6 +163,7 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
         if wm is not None:
             task.clock.sent_watermark(wm)
         task.metrics.committed(started)
+        result.checkpoints += 1
 
     by_topic = inputs if isinstance(inputs, dict) else {None: inputs}
     count = 0

@@ -8,6 +8,7 @@ import sys
 from ..builder import ApplicationBuilder, ApplicationError
 from . import operations
 from .metrics import MetricsPortError
+from .queries import QueryPortError
 from .serde import StateEncodingError
 from .tcp import TCPBridgeError
 from .topics import TopologyError
@@ -69,6 +70,12 @@ def parser():
                    help="serve Prometheus text at http://HOST:PORT/metrics (default: off)")
     p.add_argument("--metrics-host", default=defaults.metrics_host,
                    help="address the metrics port listens on (default %(default)s)")
+    p.add_argument("--query-port", type=int, default=defaults.query_port,
+                   help="answer the state's @wallaroo.query methods at http://HOST:PORT/query/... (default: off)")
+    p.add_argument("--query-host", default=defaults.query_host,
+                   help="address the query port listens on and advertises to the other workers (default %(default)s)")
+    p.add_argument("--query-rate", type=float, default=defaults.query_rate_per_s,
+                   help="queries a second one client address may make (default %(default)s); then HTTP 429")
     p.add_argument("--no-metrics", dest="metrics", action="store_false", default=defaults.metrics,
                    help="count nothing: no Prometheus text, no snapshots on the <application-id>-metrics topic")
     p.add_argument("--log-level", default=os.environ.get("WALLAROO_LOG_LEVEL", "INFO"))
@@ -138,10 +145,12 @@ def main(argv=None):
         min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers,
         unsafe_pickle=opts.unsafe_pickle, max_event_time_skew_ms=opts.max_event_time_skew,
         reset_event_time=opts.reset_event_time, metrics=opts.metrics, metrics_port=opts.metrics_port,
-        metrics_host=opts.metrics_host))
+        metrics_host=opts.metrics_host, query_port=opts.query_port, query_host=opts.query_host,
+        query_rate_per_s=opts.query_rate))
     try:
         worker.run()
-    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError, MetricsPortError) as e:
+    except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError, MetricsPortError,
+            QueryPortError) as e:
         sys.exit(f"machida: {e}")
     return 0
 

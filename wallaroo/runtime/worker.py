@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
-from . import clients, edges, metrics, topics
+from . import clients, edges, metrics, queries, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
@@ -67,6 +67,10 @@ class WorkerOptions:
     metrics: bool = True
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
+    # Queries (README "Queries"): @wallaroo.query methods of owned state over HTTP on query_port when given.
+    query_port: int | None = None
+    query_host: str = "127.0.0.1"
+    query_rate_per_s: float = 1000.0      # per client address (one repository card is 33 queries)
 
 
 class Worker:
@@ -81,7 +85,7 @@ class Worker:
         self._commits_before = 0          # checkpoints committed by clients replaced since
         self._last_fenced = None
         self._next_consumer_warning = 0.0
-        self.metrics_server = self.publisher = None
+        self.metrics_server = self.publisher = self.queries = None
         self._lag = (0, 0)                # (consumer lag, partitions), read every snapshot interval
         self.control = ControlListener(self.bootstrap, self.app_id, self.opts.name, self.stop)   # machida shrink
 
@@ -120,17 +124,22 @@ class Worker:
             existing = admin.list_topics(timeout=10).topics
         for s in sinks:                 # an encoder's partition is checked against it
             s.partitions = len(existing[s.topic].partitions)
+        if self.opts.query_port is not None:     # bound before joining: its address is in our client.id
+            self.queries = queries.QueryServer(self.task, admin, self.app_id, self.opts.query_port,
+                                               self.opts.query_host, self._checkpoints, self.opts.query_rate_per_s)
         self.control.prepare(admin, replication)    # before joining: see ControlListener
         self._connect()
         self.bridges.start()
         self.control.start()
+        if self.queries is not None:
+            self.queries.start()
         return True
 
     def _connect(self):
         """A new consumer in the group and a new transactional producer, and everything that uses them."""
         while True:
             consumer = Consumer(clients.consumer_config(
-                self.bootstrap, self.app_id, f"{self.app_id}-{self.opts.name}", self.opts.session_timeout_ms,
+                self.bootstrap, self.app_id, self._client_id(), self.opts.session_timeout_ms,
                 edges.consumer_log_settings(self.app)))
             producer = Producer(clients.producer_config(
                 self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms,
@@ -150,6 +159,15 @@ class Worker:
                                          self._restore, self.opts.purge_interval_ms)
         consumer.subscribe(self.task.source_topics + list(self.task.stores),
                            on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost)
+
+    def _client_id(self):
+        base = f"{self.app_id}-{self.opts.name}"
+        if self.queries is None:
+            return base
+        return queries.advertised_client_id(base, self.opts.query_host, self.queries.port)
+
+    def _checkpoints(self):
+        return self._commits_before + self.transactions.commits
 
     def _reconnect(self, why):
         """Replace both clients: what was not committed is redone from the last checkpoint."""
@@ -196,6 +214,8 @@ class Worker:
             while self.running:
                 try:
                     self._consume(handlers, min(0.1, interval))
+                    if self.queries is not None:
+                        self.queries.serve()
                     now = time.monotonic()
                     if now >= next_checkpoint:
                         self.checkpointer.checkpoint()
@@ -264,6 +284,8 @@ class Worker:
             self.publisher.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
+        if self.queries is not None:
+            self.queries.shutdown()
         try:
             self.consumer.close()   # revokes: checkpoints anything left
         except Exception as e:  # noqa: BLE001 - closing after a fatal error

@@ -1,0 +1,218 @@
+"""Interactive queries (README "Queries"): star_leaders' repository cards, in memory and on the real broker."""
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+import star_leaders
+from stack_contract import QUERY_REPO, STATE_NAME
+from stack_contract.repo_card import repo_card
+from wallaroo.testing import run_local
+
+import reference as ref
+from conftest import event_line
+
+T0 = datetime(2015, 1, 1, tzinfo=timezone.utc)
+
+
+def at(seconds):
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def corpus(seed=10, n_repos=120, hours=30):
+    """GH Archive lines over `hours` hours: a few leaders, a middle, a one-star tail, forks and PRs, and
+    stars that fall out of the window; created_at in order, as the streamer sends them."""
+    rnd = random.Random(seed)
+    repos = [f"owner{i % 7}/repo-{i}" for i in range(n_repos)]
+    weights = [1.0 / (i + 1) ** 1.2 for i in range(n_repos)]
+    lines, eid = [], 0
+    for second in sorted(rnd.randrange(hours * 3600) for _ in range(1500)):
+        eid += 1
+        repo = rnd.choices(repos, weights)[0]
+        kind = rnd.choices(["WatchEvent", "ForkEvent", "PullRequestEvent"], [8, 1, 1])[0]
+        lines.append(event_line(kind, eid, repo, at(second), number=eid))
+    for i, repo in enumerate(["tail/one-star-a", "tail/one-star-b"]):   # exactly one star, late on
+        lines.append(event_line("WatchEvent", eid + 1 + i, repo, at(hours * 3600 - 100 + i)))
+    lines.append(event_line("WatchEvent", eid + 1, "tail/one-star-a", at(hours * 3600 - 50)))  # a repeat: not counted
+    return lines, repos
+
+
+def expected_cards(lines):
+    """{repo: (stars, hourly, rank)} from the batch reference, for every repo with stars."""
+    everyone = ref.batch_leaders(lines, top_n=10**9)["leaders"]
+    return {d["repo"]: (d["stars"], d["hourly"], i + 1) for i, d in enumerate(everyone)}
+
+
+def probes(expected):
+    ranked = sorted(expected, key=lambda r: expected[r][2])
+    return ranked[:3] + ranked[len(ranked) // 2:len(ranked) // 2 + 3] + ["tail/one-star-a", "tail/one-star-b",
+                                                                          "nobody/never-starred"]
+
+
+def check_card(card, expected, repo):
+    if repo not in expected:
+        assert (card["stars"], card["rank"], card["hourly"]) == (0, None, [0] * 24), repo
+        return
+    stars, hourly, rank = expected[repo]
+    assert (card["repo"], card["stars"], card["hourly"], card["rank"]) == (repo, stars, hourly, rank), repo
+
+
+def test_run_local_answers_repo_cards_as_the_batch_reference():
+    lines, _ = corpus()
+    result = run_local(star_leaders, [(raw, ref.event_time_ms(raw)) for raw in lines], checkpoint_every=50)
+    expected = expected_cards(lines)
+
+    def ask(method, arg):
+        return result.query(STATE_NAME, method, arg)
+    for repo in probes(expected):
+        card = repo_card(ask, repo)
+        check_card(card, expected, repo)
+        assert card["as_of"]["checkpoint"] == result.checkpoints
+    assert expected["tail/one-star-a"][0] == 1
+    card = repo_card(ask, "tail/one-star-a")
+    assert card["as_of"]["window_end"][:13] == ref.batch_leaders(lines)["event_time"][:13]   # the same hour
+    with pytest.raises(ValueError):
+        result.query(STATE_NAME, QUERY_REPO, "no-slash")
+    with pytest.raises(LookupError):
+        result.query(STATE_NAME, "update", "a/b")          # not a query: state methods are not callable
+
+
+# ------------------------------------------------------------------ the real broker, two workers
+
+FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
+
+
+def get(port, repo_or_path, arg=None):
+    """(status, JSON body, headers) of one query to a worker's query port."""
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    url = f"http://127.0.0.1:{port}/query/{STATE_NAME}/{repo_or_path}?arg={urllib.parse.quote(arg, safe='')}"
+    try:
+        with urllib.request.urlopen(url, timeout=15) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read()), e.headers
+
+
+def asker(port):
+    def ask(method, arg):
+        status, body, _ = get(port, method, arg)
+        assert status == 200, (status, body)
+        return body
+    return ask
+
+
+@pytest.fixture(scope="module")
+def cluster(kafka, tmp_path_factory):
+    """Two star_leaders workers with query ports, after they consumed the whole corpus."""
+    from confluent_kafka import Producer
+
+    from conftest import Workers, create_topic, free_port
+    from test_end_to_end import wait_until_consumed
+    import uuid
+    tag = uuid.uuid4().hex[:8]
+    source, sink, app_id = f"q-src-{tag}", f"q-sink-{tag}", f"q-app-{tag}"
+    create_topic(kafka, source, 4)
+    lines, _ = corpus()
+    p = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 5})
+    for i, raw in enumerate(lines):
+        p.produce(source, raw, key=str(i).encode(), timestamp=ref.event_time_ms(raw))
+    p.flush(30)
+    w = Workers(kafka, tmp_path_factory.mktemp("query-workers"))
+    ports = {"w1": free_port(), "w2": free_port()}
+    procs = {n: w.start("star_leaders", source, sink, n, app_id, *FAST, "--query-port", str(port),
+                        cwd=ref.__file__.rsplit("/tests/", 1)[0])
+             for n, port in ports.items()}
+    try:
+        wait_until_consumed(kafka, app_id, source, 120, procs.values())
+        yield {"lines": lines, "ports": ports, "procs": procs, "app_id": app_id}
+    finally:
+        w.stop_all()
+
+
+def settled(port, repo):
+    """The card once the worker answers for every partition (the group may still be settling)."""
+    from conftest import wait_for
+
+    def attempt():
+        try:
+            with ThreadPoolExecutor(8) as pool:
+                return repo_card(asker(port), repo, pool.map)
+        except AssertionError:
+            return None
+    return wait_for(attempt, 60, f"a full answer for {repo}")
+
+
+@pytest.mark.kafka
+def test_cards_equal_the_batch_reference_through_either_worker(cluster):
+    expected = expected_cards(cluster["lines"])
+    for name, port in cluster["ports"].items():
+        for repo in probes(expected):
+            check_card(settled(port, repo), expected, repo)
+    from dashboard.app import create_app
+    from dashboard.config import Config
+    query = ",".join(f"127.0.0.1:{p}" for p in cluster["ports"].values())
+    client = create_app(Config(query=query), start=False).test_client()
+    for repo in probes(expected):
+        r = client.get(f"/api/repos/{repo}")
+        assert r.status_code == 200, r.data
+        check_card(r.get_json(), expected, repo)
+        assert set(r.get_json()) == {"repo", "stars", "hourly", "rank", "recent_events", "as_of"}
+    assert client.get("/api/repos/no-slash").status_code == 400
+    assert client.get("/api/repos/a/b/c").status_code == 400
+    status, body, _ = get(cluster["ports"]["w1"], QUERY_REPO, "not a repo")
+    assert status == 400 and "owner/name" in body["error"]
+    assert get(cluster["ports"]["w1"], "nonexistent", "a/b")[0] == 404
+
+
+@pytest.mark.kafka
+def test_queries_during_a_kill_9_never_answer_from_a_revoked_partition(cluster):
+    """All input is consumed, so the state is final: every 200 must equal the reference, whoever answers;
+    while w2's partitions move to w1 the answer is 503 with Retry-After."""
+    import signal
+    import threading
+    import time
+    expected = expected_cards(cluster["lines"])
+    repos = probes(expected)
+    w1 = cluster["ports"]["w1"]
+    for repo in repos:
+        settled(w1, repo)
+    seen, wrong, stop = {"200": 0, "503": 0, "other": []}, [], threading.Event()
+
+    def hammer():
+        while not stop.is_set():
+            for repo in repos:
+                status, body, headers = get(w1, QUERY_REPO, repo)
+                if status == 200:
+                    seen["200"] += 1
+                    want = expected.get(repo, (0, [0] * 24, None))
+                    got = body["value"]
+                    if (got["stars"], got["hourly"]) != want[:2]:
+                        wrong.append((repo, body))
+                elif status == 503:
+                    seen["503"] += 1
+                    assert headers["Retry-After"]
+                else:
+                    seen["other"].append((status, body))
+    threads = [threading.Thread(target=hammer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        cluster["procs"]["w2"].send_signal(signal.SIGKILL)
+        cluster["procs"]["w2"].wait(10)
+        moved = time.monotonic()
+        while time.monotonic() - moved < 60 and seen["503"] == 0:
+            time.sleep(0.2)
+        for repo in repos:            # w1 owns everything now and answers it all itself
+            check_card(settled(w1, repo), expected, repo)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not wrong, wrong[:3]
+    assert not seen["other"], seen["other"][:3]
+    assert seen["503"] > 0 and seen["200"] > 0, seen
