@@ -85,13 +85,14 @@ class Reader:
         self.group = f"cluster-reader-{uuid.uuid4().hex[:8]}"
         self.records: list[tuple[int, int, int]] = []     # (partition, offset, value)
         self.committed = None
+        self.error: BaseException | None = None   # what ended the thread early, reported by stop()
         self.commits_ok: list[float] = []    # when commits succeeded (time.monotonic)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self):
-        from confluent_kafka import Consumer, KafkaException, TopicPartition
+        from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
         def committed(err, partitions):
             if err is None and all(tp.error is None for tp in partitions):
                 self.commits_ok.append(time.monotonic())
@@ -109,17 +110,22 @@ class Reader:
                 if self.records and time.monotonic() - last_commit > 0.5:
                     consumer.commit(asynchronous=True)   # fails while the coordinator moves: fine
                     last_commit = time.monotonic()
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90   # a new coordinator can take a while on a loaded machine
             while True:   # the final positions, committed for sure
                 try:
                     consumer.commit(asynchronous=False)
                     break
-                except KafkaException:
+                except KafkaException as e:
+                    if e.args[0].code() == KafkaError._NO_OFFSET:
+                        break   # nothing new since the last async commit: the positions are committed
                     if time.monotonic() > deadline:
                         raise
                     time.sleep(0.5)
             self.committed = {tp.partition: tp.offset for tp in
-                              consumer.committed([TopicPartition(self.topic, p) for p in range(PARTITIONS)], 20)}
+                              consumer.committed([TopicPartition(self.topic, p) for p in range(PARTITIONS)], 30)}
+        except BaseException as e:
+            self.error = e
+            raise
         finally:
             consumer.close()
 
@@ -128,7 +134,9 @@ class Reader:
 
     def stop(self):
         self._stop.set()
-        self._thread.join(90)
+        self._thread.join(150)
+        assert not self._thread.is_alive(), "the reader did not finish its final commit within 150 s"
+        assert self.error is None, f"the reader failed: {self.error!r}"
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
