@@ -229,4 +229,5 @@ def test_make_refuses_a_venv_that_would_delete_more(venv):
 def test_make_clean_quotes_the_venv():
     r = make_dry_run("clean", "VENV=.venv-test")
     assert r.returncode == 0, r.stderr
-    assert 'rm -rf -- ".venv-test" "benchmarks/peers/.venv" .stack *.egg-info' in r.stdout.splitlines()
+    assert ('rm -rf -- ".venv-test" "benchmarks/peers/.venv" .stack *.egg-info dashboard/node_modules '
+            'dashboard/static/vendor') in r.stdout.splitlines()
