@@ -8,7 +8,7 @@
 # controller on P+1, P = $KAFKA_CLUSTER_PORT (19092) + 2(i-1); state in kafka/run-cluster/node<i>.
 # Replication factor min(N,3), min.insync.replicas RF-1 (3 nodes: RF 3, min ISR 2).
 # KAFKA_RUN_DIR replaces the run dir in both modes; KAFKA_START_TIMEOUT (120 s) bounds `start`'s wait.
-# KAFKA_HEAP_OPTS (-Xms256m -Xmx512m) and KAFKA_JVM_OPTS (G1, 20 ms pauses) replace the JVM's options.
+# KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS replace the JVM's heap and other options, for every node started.
 # NODE (a number) limits start, stop (SIGTERM), kill (SIGKILL) and status to that node.
 # Idempotent: `start` on a running broker just confirms it answers.
 set -euo pipefail
@@ -187,11 +187,13 @@ format_storage() {  # $1: cluster id
     format -t "$1" -c "$conf" --ignore-formatted >/dev/null
 }
 
+# Every node's JVM gets KAFKA_HEAP_OPTS and KAFKA_JVM_OPTS (as Kafka's own scripts name them), split
+# on spaces; unset, the defaults below.  Tests' clusters set smaller ones (tests/kafka_cluster.py).
 launch() {
-  # KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS (word-split on purpose) let test clusters run lighter JVMs.
-  # shellcheck disable=SC2086
-  nohup java ${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m} ${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20} \
-    -Djava.awt.headless=true \
+  local -a heap jvm
+  read -r -a heap <<< "${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+  read -r -a jvm <<< "${KAFKA_JVM_OPTS:--XX:+UseG1GC -XX:MaxGCPauseMillis=20}"
+  nohup java ${heap[@]+"${heap[@]}"} ${jvm[@]+"${jvm[@]}"} -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$node_dir/log4j2.properties" -cp "$libs/*" kafka.Kafka "$conf" \
     > "$node_dir/stdout.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"

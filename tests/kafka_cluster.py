@@ -19,6 +19,11 @@ ROOT = Path(__file__).resolve().parent.parent
 KAFKA_SH = ROOT / "kafka" / "kafka.sh"
 # librdkafka's complaints about a node that is down go to pytest's log capture, not to stderr.
 CLIENT_LOG = {"logger": logging.getLogger("librdkafka")}
+# Test nodes hold little data on a shared 2-core machine: a smaller heap, a serial GC and one quick
+# (C1) compiler thread, so three JVMs take less memory and CPU from the workers under test
+# (kafka.sh's KAFKA_HEAP_OPTS / KAFKA_JVM_OPTS; set in the environment, they win).
+TEST_JVM = {"KAFKA_HEAP_OPTS": "-Xms128m -Xmx384m",
+            "KAFKA_JVM_OPTS": "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:CICompilerCount=1"}
 
 
 def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
@@ -51,7 +56,7 @@ class KafkaCluster:
         self.run_dir = Path(run_dir)
         self.nodes = nodes
         self.base_port = base_port or free_port_block(2 * nodes)
-        self.env = {**os.environ, "KAFKA_NODES": str(nodes), "KAFKA_RUN_DIR": str(self.run_dir),
+        self.env = {**TEST_JVM, **os.environ, "KAFKA_NODES": str(nodes), "KAFKA_RUN_DIR": str(self.run_dir),
                     "KAFKA_CLUSTER_PORT": str(self.base_port), "KAFKA_START_TIMEOUT": str(start_timeout),
                     # one node is kafka.sh's single-node mode, which listens on KAFKA_PORT
                     "KAFKA_PORT": str(self.base_port), "KAFKA_CONTROLLER_PORT": str(self.base_port + 1),

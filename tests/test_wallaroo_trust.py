@@ -257,6 +257,27 @@ def test_a_failing_event_time_hook_is_rolled_back_too():
     assert any("hook fails halfway" in d.error for d in result.dead_letters)
 
 
+def test_an_object_created_after_event_time_moved_starts_at_that_time():
+    """b's first record is an hour behind the partition's event time (hour 12, from a's watermark):
+    b's object sees hour 12 first, as a's did, not only its own record's hour."""
+    hour0 = T0 // HOUR_MS
+    late_b = [(b"a=1", T0 + 12 * HOUR_MS), (b"b=2", T0 + 11 * HOUR_MS)]
+    states = run_local(tally_app(), late_b, partitions=1).states["tally"]
+    assert states["a"].hours == states["b"].hours == {hour0 + 12}
+    # No checkpoint between b's creation and its failing message: the rebuild replays the catch-up.
+    poisoned = [(b"a=1", T0 + 12 * HOUR_MS), Checkpoint(), (b"b=2", T0 + 11 * HOUR_MS), (b"b=oops", T0 + 11 * HOUR_MS)]
+    result = run_local(tally_app(), poisoned, partitions=1, checkpoint_every=None)
+    b = result.states["tally"]["b"]
+    assert (b.total, b.seen, b.hours) == (2, ["b"], {hour0 + 12})
+    assert [d.step for d in result.dead_letters] == ["tally"]
+    # A catch-up that raises is rolled back and reported like any on_event_time; the record still counts.
+    failing = [(b"a=1", T0 + 13 * HOUR_MS), (b"b=2", T0 + 12 * HOUR_MS)]
+    result = run_local(tally_app(), failing, partitions=1)
+    b = result.states["tally"]["b"]
+    assert (b.total, b.hours) == (2, set())
+    assert [d.step for d in result.dead_letters] == ["Tally.on_event_time"] * 2      # a's, then b's
+
+
 # ------------------------------------------------------------------------------------- event time
 
 def test_source_clock_refuses_records_far_ahead_of_the_stream():

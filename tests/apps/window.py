@@ -50,7 +50,7 @@ class Window:
         return self.report()
 
     def report(self):
-        if self.total() == self.reported:
+        if self.key is None or self.total() == self.reported:    # (no key: a new object, before its record)
             return None, True
         self.reported = self.total()
         return (self.key, self.end_hour, self.reported), True

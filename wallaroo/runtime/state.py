@@ -64,13 +64,16 @@ class StateStore:
     (`saved`) and what was applied to it since (`journal`: messages and event-time calls), so an object
     whose computation raised can be rebuilt as it was before that message (task.py)."""
 
-    def __init__(self, name, state_class, changelog, codec, on_bad_record=None, on_event_time=None):
+    def __init__(self, name, state_class, changelog, codec, on_bad_record=None, on_event_time=None,
+                 catch_up=None):
         self.name = name
         self.state_class = state_class
         self.changelog = changelog
         self.codec = codec
         self.on_bad_record = on_bad_record      # (StoredRecord, error): a changelog value skipped at restore
         self.on_event_time = on_event_time      # (ms): a partition's event time read back at restore
+        # (store, partition, key bytes, state, ms): a new object of a partition already at event time ms
+        self.catch_up = catch_up if hasattr(state_class, "on_event_time") else None
         self.partitions = {}      # partition -> {key bytes: state object}
         self.dirty = {}           # partition -> set of key bytes changed since the last checkpoint
         self.event_time = {}      # partition -> newest watermark seen (ms)
@@ -86,6 +89,13 @@ class StateStore:
         state = table.get(kb)
         if state is None:
             state = table[kb] = self.state_class()
+            if self.catch_up is not None:
+                # The partition's time moved before this object existed: it starts from that time,
+                # as its neighbours did, not from its first record's (which may be an hour behind).
+                ms = self.event_time.get(partition, self.saved_time.get(partition))
+                if ms is not None:
+                    self.catch_up(self, partition, kb, state, ms)
+                    state = table[kb]       # rebuilt if the hook raised
         return state
 
     def changed(self, partition, kb):

@@ -74,7 +74,8 @@ class Task:
                 self.stores[topic] = StateStore(
                     name_, ps.step.state_class, topics.changelog_topic(app_id, name_),
                     serde.state_codec(name_, ps.step.state_class),
-                    on_bad_record=lambda m, e: self.dead_letter(m, "restore", e), on_event_time=learn)
+                    on_bad_record=lambda m, e: self.dead_letter(m, "restore", e), on_event_time=learn,
+                    catch_up=self._catch_up)
         self.routers = {ps.id: KeyRouter(ps.step.partition_keys, partitions)
                         for ps in self.executor.state_steps.values()}
         self.headers = {ps.id: [(STEP_HEADER, step_header(ps.id))] for ps in self.executor.state_steps.values()}
@@ -210,6 +211,21 @@ class Task:
                 self._rebuild(store, p, kb)
                 self.stats["dead"] += 1
                 self.collector.hook_failed(store.name, p, e)
+
+    def _catch_up(self, store, p, kb, state, ms):
+        """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
+        advance ran it on the others (journaled, so a rebuild replays it)."""
+        ts, self.current_ts = self.current_ts, ms
+        store.record(p, kb, (None, ms, ms))
+        try:
+            if self.executor.advance_event_time(store.name, state, ms):
+                store.changed(p, kb)
+        except StepError as e:
+            self._rebuild(store, p, kb)
+            self.stats["dead"] += 1
+            self.collector.hook_failed(store.name, p, e)
+        finally:
+            self.current_ts = ts
 
     def _route(self, ps, data):
         try:
