@@ -59,12 +59,7 @@ class KafkaCluster:
         self.env = {**TEST_JVM, **os.environ, "KAFKA_NODES": str(nodes), "KAFKA_RUN_DIR": str(self.run_dir),
                     "KAFKA_CLUSTER_PORT": str(self.base_port), "KAFKA_START_TIMEOUT": str(start_timeout),
                     # one node is kafka.sh's single-node mode, which listens on KAFKA_PORT
-                    "KAFKA_PORT": str(self.base_port), "KAFKA_CONTROLLER_PORT": str(self.base_port + 1),
-                    # Three JVMs on a shared 2-core machine: small heaps, one GC thread, C1 only (less
-                    # JIT work at start).  The caller's settings win.
-                    "KAFKA_HEAP_OPTS": os.environ.get("KAFKA_HEAP_OPTS", "-Xms128m -Xmx384m"),
-                    "KAFKA_JVM_OPTS": os.environ.get("KAFKA_JVM_OPTS",
-                                                     "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")}
+                    "KAFKA_PORT": str(self.base_port), "KAFKA_CONTROLLER_PORT": str(self.base_port + 1)}
         self.start_timeout = start_timeout
 
     # --- addresses ---------------------------------------------------------------------------------
