@@ -87,6 +87,19 @@ def test_status_agrees_with_the_group_and_the_topics(kafka, topic_name, workers)
     assert all(rows[(repartition, p)]["event_time_ms"] == last_ts for p in range(4))
     assert {r["checkpointed_by"] for r in rows.values()} <= {"w1", "w2"}
     assert status["last_checkpoint_ms"] == max(r["checkpoint_ms"] for r in rows.values())
+    # A source offset's mark holds the newest source time its worker had accepted: at least that of
+    # the partition's own last record, at most the newest line's (the next owner's event-time bound).
+    from confluent_kafka import Consumer, TopicPartition
+    newest = Counter()
+    for m in read_topic(kafka, src, expect=len(lines)):
+        newest[m.partition()] = max(newest[m.partition()], m.timestamp()[1])
+    reader = Consumer({"bootstrap.servers": kafka, "group.id": app_id, "enable.auto.commit": False})
+    try:
+        committed = reader.committed([TopicPartition(src, p) for p in range(4)], timeout=20)
+    finally:
+        reader.close()
+    for tp in committed:
+        assert newest[tp.partition] <= operations.parse_offset_metadata(tp.metadata)["st"] <= last_ts
 
     table = machida("status", "--application-id", app_id, "--bootstrap-servers", kafka)
     assert table.returncode == 0, table.stderr

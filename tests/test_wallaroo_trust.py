@@ -294,6 +294,18 @@ def test_source_clock_refuses_records_far_ahead_of_the_stream():
     assert SourceClock(0).admit(T0 + 10 ** 12) is None                  # 0: no bound
 
 
+def test_a_committed_source_time_moves_the_bound_on_but_not_past_the_wall_clock():
+    # The changelog's time lags the committed offsets: a partition's next owner starts from the
+    # source time its last checkpoint had accepted, and is not refused records just after it.
+    clock = SourceClock(6 * HOUR_MS, wall_clock=lambda: (T0 + 365 * 24 * HOUR_MS) / 1000)
+    clock.learn_reference(T0)
+    assert clock.admit(T0 + 8 * HOUR_MS) is not None                   # against the changelog alone
+    assert clock.learn_committed(T0 + 7 * HOUR_MS) and clock.newest == T0 + 7 * HOUR_MS
+    assert clock.admit(T0 + 8 * HOUR_MS) is None
+    future = T0 + 366 * 24 * HOUR_MS                                   # a day past the wall clock
+    assert not clock.learn_committed(future) and clock.newest == T0 + 8 * HOUR_MS
+
+
 def test_a_stray_timestamp_cannot_expire_windows_in_the_local_runner():
     h = window.HOUR_MS
     items = [(b"b", T0)] * 3 + [(b"a", T0 + h), (b"a", T0 + 40 * h)] + [(b"a", T0 + i * h) for i in range(2, 5)]
@@ -416,7 +428,8 @@ def test_a_dead_letter_bigger_than_the_topic_allows_is_capped_and_the_worker_goe
 @pytest.mark.kafka
 def test_wall_clock_timestamp_cannot_close_windows_even_right_after_a_restart(kafka, topic_name, workers):
     """A record produced with timestamp 0 gets the wall clock (librdkafka): years ahead of a 2015 replay.
-    It is refused while the worker runs, and after a restart too (the stream's time is in the changelog)."""
+    It is refused while the worker runs, and after a restart too (the stream's time is committed with the
+    source offsets, and saved in the changelog)."""
     src, sink, app_id = topic_name("skew-in"), topic_name("skew-out"), topic_name("skew")
     create_topic(kafka, src, 1)
     h = window.HOUR_MS
@@ -440,7 +453,8 @@ def test_wall_clock_timestamp_cannot_close_windows_even_right_after_a_restart(ka
              60, "the legitimate record counted")
     dead = read_topic(kafka, topics.dead_letter_topic(app_id), expect=2, timeout_s=30)
     assert [dict(m.headers())["step"] for m in dead] == [b"event time", b"event time"]
-    assert b"changelog" in dict(dead[1].headers())["error"]       # held to the saved event time
+    # held to the source time its last checkpoint had accepted (committed with the offsets)
+    assert b"ahead of the stream's newest time" in dict(dead[1].headers())["error"]
     time.sleep(1.0)
     reports = [m.value() for m in read_topic(kafka, sink, idle_s=1)]
     assert not [r for r in reports if r.startswith(b"b,") and r.endswith(b",0")], f"b's window closed: {reports}"

@@ -104,6 +104,15 @@ class SourceClock:
                 f"(bound: --max-event-time-skew {self.max_skew_ms // 60_000} min); refused so it cannot move "
                 f"event time")
 
+    def learn_committed(self, ms):
+        """A source time a checkpoint had accepted (committed offset metadata, written by this
+        application's workers): the stream's time is at least that. Not beyond the wall clock bound:
+        the metadata is on the broker, like the input."""
+        if self.max_skew_ms and ms > self.wall_clock() * 1000 + self.max_skew_ms:
+            return False
+        self.saw(ms)
+        return True
+
     def learn_reference(self, ms):
         if self.reference is None or ms > self.reference:
             self.reference = ms

@@ -44,15 +44,19 @@ def worker_name(app_id: str, client_id: str) -> str:
 # --- checkpoint metadata -------------------------------------------------------------------------
 def offset_metadata(task, offsets) -> dict:
     """{(topic, partition): metadata} for a checkpoint's committed offsets: the worker, the wall time
-    and, for a state partition, its event time; `machida status` reads them back. Built once per
-    checkpoint, for the partitions it moves."""
+    and, for a state partition, its event time; for a source partition, the newest source time the
+    worker had accepted ("st": the next owner's event-time bound, see Worker._learn_source_time).
+    `machida status` reads them back. Built once per checkpoint, for the partitions it moves."""
     now = int(time.time() * 1000)
+    newest = task.clock.newest
     out = {}
     for topic, partition in offsets:
         mark = {"w": task.name, "t": now}
         store = task.stores.get(topic)
         if store is not None and partition in store.event_time:
             mark["et"] = store.event_time[partition]
+        elif store is None and newest is not None:
+            mark["st"] = newest
         out[(topic, partition)] = json.dumps(mark, separators=(",", ":"))
     return out
 

@@ -22,7 +22,7 @@ from . import clients, edges, metrics, queries, topics
 from .checkpoint import Checkpointer, ClientsBroken, Transactions
 from .collector import RecordCollector
 from .event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
-from .operations import ControlListener
+from .operations import ControlListener, parse_offset_metadata
 from .serde import Serde
 from .state import restore
 from .task import Task
@@ -301,8 +301,27 @@ class Worker:
     def _on_assign(self, consumer, partitions):
         if consumer is not self.consumer:
             return
+        self._learn_source_time(consumer, [tp for tp in partitions if tp.topic not in self.task.stores])
         self._restore([tp for tp in partitions if tp.topic in self.task.stores])
         log.info("%s: assigned %s", self.opts.name, _describe(partitions))
+
+    def _learn_source_time(self, consumer, tps):
+        """Start the event-time bound (SourceClock.admit) at the newest source time the partitions'
+        last checkpoints had accepted: the time saved in the changelog lags it by a checkpoint or two,
+        which at replay speed can be hours of event time, and this worker's own newest time may lag a
+        partition another worker read further. Best effort: without it the changelog's time is used."""
+        if not tps or self.opts.reset_event_time:
+            return
+        try:
+            committed = consumer.committed(tps, timeout=10)
+        except KafkaException as e:
+            log.warning("%s: reading the committed offsets' source time: %s", self.opts.name, e)
+            return
+        for tp in committed:
+            st = parse_offset_metadata(tp.metadata).get("st")
+            if type(st) is int and st >= 0 and not self.task.clock.learn_committed(st):
+                log.warning("%s: ignoring the source time %d committed with %s[%d]: ahead of the wall clock",
+                            self.opts.name, st, tp.topic, tp.partition)
 
     def _restore(self, tps):
         by_topic = {}
