@@ -199,23 +199,13 @@ class Task:
             return
         store.event_time[p] = wm
         self.current_ts = wm
-        op = (None, wm, wm)
         for kb, state in list(store.partitions.get(p, {}).items()):
-            if getattr(state, "on_event_time", None) is None:
-                continue
-            store.record(p, kb, op)
-            try:
-                if self.executor.advance_event_time(store.name, state, wm):
-                    store.changed(p, kb)
-            except StepError as e:
-                self._rebuild(store, p, kb)
-                self.stats["dead"] += 1
-                self.collector.hook_failed(store.name, p, e)
+            if getattr(state, "on_event_time", None) is not None:
+                self._on_event_time(store, p, kb, state, wm)
 
-    def _catch_up(self, store, p, kb, state, ms):
-        """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
-        advance ran it on the others (journaled, so a rebuild replays it)."""
-        ts, self.current_ts = self.current_ts, ms
+    def _on_event_time(self, store, p, kb, state, ms):
+        """Run one object's on_event_time(ms), journaled (a rebuild replays it); one that raises
+        leaves the object as it was."""
         store.record(p, kb, (None, ms, ms))
         try:
             if self.executor.advance_event_time(store.name, state, ms):
@@ -224,6 +214,13 @@ class Task:
             self._rebuild(store, p, kb)
             self.stats["dead"] += 1
             self.collector.hook_failed(store.name, p, e)
+
+    def _catch_up(self, store, p, kb, state, ms):
+        """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
+        advance ran it on the others (journaled, so a rebuild replays it)."""
+        ts, self.current_ts = self.current_ts, ms
+        try:
+            self._on_event_time(store, p, kb, state, ms)
         finally:
             self.current_ts = ts
 
