@@ -169,13 +169,19 @@ def create_app(config: Config | None = None, *, start: bool = True) -> Flask:
 
     repos = Repos([a.strip() for a in config.query.split(",") if a.strip()])
 
-    @app.get("/api/repos/<path:repo>")
-    def api_repo(repo):
-        status, body = repos.card(repo)
+    def repo_response(status, body):
         headers = {"Cache-Control": "no-store"}
-        if status == 503:
+        if status in (429, 503):
             headers["Retry-After"] = "1"
         return Response(orjson.dumps(body), status=status, mimetype="application/json", headers=headers)
+
+    @app.get("/api/repos/<path:repo>")
+    def api_repo(repo):
+        return repo_response(*repos.card(repo, request.remote_addr or "?"))
+
+    @app.get("/api/repos")
+    def api_repos():
+        return repo_response(*repos.complete(request.args.get("prefix", ""), request.remote_addr or "?"))
 
     @app.get("/api/health")
     def api_health():

@@ -1,40 +1,83 @@
-"""GET /api/repos/<owner>/<name>: one repository's card, asked live of star_leaders' workers.
+"""GET /api/repos/<owner>/<name>: one repository's card, and GET /api/repos?prefix=...: completions,
+both asked live of star_leaders' workers.
 
 The workers answer queries of their state on --query-port (README "Queries"); any one of them answers
 for any repository (it forwards to the owner), so the dashboard asks the first of `--query` that
-answers. 503 while partitions move (the workers' Retry-After is passed on)."""
+answers. 503 while partitions move (the workers' Retry-After is passed on). Each browser address may
+make RATE_PER_S requests a second here (a card or a completion is 32-33 queries of the workers, whose
+own limit sees the dashboard as one client)."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
-from stack_contract import STATE_NAME, valid_repo_name
-from stack_contract.repo_card import repo_card
+from stack_contract import COMPLETE_PREFIX_MAX, STATE_NAME, valid_repo_name
+from stack_contract.repo_card import completions, repo_card
 
 TIMEOUT_S = 10.0
+RATE_PER_S = 10.0            # per browser address: a card polled every 2 s and typing leave room
+CLIENTS_MAX = 10_000
 
 
 class Unavailable(Exception):
     """No worker could answer now: retry."""
 
 
+class RateLimit:
+    """A token bucket per client address, a burst of two seconds' worth; forgets everyone past CLIENTS_MAX."""
+
+    def __init__(self, rate: float):
+        self.rate, self.burst, self.buckets, self.lock = rate, 2 * rate, {}, threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.buckets) > CLIENTS_MAX:
+                self.buckets.clear()
+            tokens, last = self.buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            ok = tokens >= 1
+            self.buckets[client] = (tokens - 1 if ok else tokens, now)
+            return ok
+
+
+def valid_prefix(prefix) -> bool:
+    return (type(prefix) is str and 0 < len(prefix) <= COMPLETE_PREFIX_MAX and prefix.isprintable()
+            and " " not in prefix)
+
+
 class Repos:
-    def __init__(self, query_addresses: list[str]):
+    def __init__(self, query_addresses: list[str], rate_per_s: float = RATE_PER_S):
         self.addresses = query_addresses
         self.pool = ThreadPoolExecutor(8, thread_name_prefix="repo-queries")
+        self.limit = RateLimit(rate_per_s)
 
-    def card(self, repo: str):
-        """(status, body): 400 for a malformed name, 503 while no worker can answer, else 200 and the card."""
+    def card(self, repo: str, client: str = "?"):
+        """(status, body): 400 for a malformed name, 429 over the client's rate, 503 while no worker can
+        answer, else 200 and the card."""
         if not valid_repo_name(repo):
             return 400, {"error": "a repository is owner/name"}
+        return self._first(client, lambda ask: repo_card(ask, repo, self.pool.map))
+
+    def complete(self, prefix: str, client: str = "?"):
+        """(status, body): 200 and {"prefix", "repos": [{"repo", "stars"}, ...]}, or 400 / 429 / 503."""
+        if not valid_prefix(prefix):
+            return 400, {"error": f"a prefix is 1 to {COMPLETE_PREFIX_MAX} printable characters, no spaces"}
+        return self._first(client, lambda ask: {"prefix": prefix, "repos": completions(ask, prefix, self.pool.map)})
+
+    def _first(self, client, build):
+        if not self.limit.allow(client):
+            return 429, {"error": "too many lookups, slow down"}
         if not self.addresses:
             return 503, {"error": "no query address configured (--query)"}
         for address in self.addresses:
             try:
-                return 200, repo_card(lambda m, a, address=address: self._ask(address, m, a), repo, self.pool.map)
+                return 200, build(lambda m, a, address=address: self._ask(address, m, a))
             except Unavailable:
                 continue
         return 503, {"error": "the workers are moving partitions, retry"}

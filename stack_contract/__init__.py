@@ -65,6 +65,9 @@ class Leaderboard(TypedDict):
 STATE_NAME = "repo-metadata"      # star_leaders' state, queried at /query/<STATE_NAME>/<method>
 QUERY_REPO = "repo"               # arg "owner/name" -> RepoAnswer
 QUERY_AHEAD = "ahead"             # arg "<partition>:<stars>:<owner/name>" -> repos of that partition ahead
+QUERY_COMPLETE = "complete"       # arg "<partition>:<prefix>" -> [[repo, stars], ...] of that partition
+COMPLETE_MAX = 10                 # completions per answer (per partition, and in all)
+COMPLETE_PREFIX_MAX = 100         # characters of a completion prefix
 
 REPO_NAME_MAX_LENGTH = 200        # GitHub's own limit is 39 (owner) + 1 + 100 (name); valid_event checks it
 # A name as the stream counts it: owner/name, no whitespace, control characters or further slashes.

@@ -8,7 +8,7 @@ or as many and a smaller name: the leaderboard's order) counted in each of the P
 partitions by QUERY_AHEAD. Each partition counts over its own window (its own event time): partitions
 a few seconds apart near an hour boundary may disagree by that hour's stars.
 """
-from . import PARTITION_COUNT, QUERY_AHEAD, QUERY_REPO, AsOf, RepoCard
+from . import COMPLETE_MAX, PARTITION_COUNT, QUERY_AHEAD, QUERY_COMPLETE, QUERY_REPO, AsOf, RepoCard, valid_repo_name
 
 
 def repo_card(ask, repo, map=map) -> RepoCard:
@@ -24,3 +24,12 @@ def repo_card(ask, repo, map=map) -> RepoCard:
                    "window_end": value["window_end"]}
     return {"repo": repo, "stars": value["stars"], "hourly": value["hourly"], "rank": rank,
             "recent_events": value["recent_events"], "as_of": shown}
+
+
+def completions(ask, prefix, map=map) -> list[dict]:
+    """Up to COMPLETE_MAX {"repo", "stars"} whose name or owner/name starts with `prefix` (any case), over
+    every partition's repositories with stars, forks or pull requests in the window: most stars first."""
+    answers = map(lambda p: ask(QUERY_COMPLETE, f"{p}:{prefix}")["value"], range(PARTITION_COUNT))
+    found = sorted((-stars, repo) for value in answers for repo, stars in value
+                   if valid_repo_name(repo) and type(stars) is int)
+    return [{"repo": repo, "stars": -n} for n, repo in found[:COMPLETE_MAX]]

@@ -7,7 +7,8 @@ import zlib
 
 import msgspec
 
-from stack_contract import Fork, Leader, Leaderboard, PullRequest, RepoAnswer, valid_repo_name
+from stack_contract import (COMPLETE_MAX, COMPLETE_PREFIX_MAX, Fork, Leader, Leaderboard, PullRequest,
+                            RepoAnswer, valid_repo_name)
 from wallaroo.query import query
 
 from . import config
@@ -41,6 +42,21 @@ def _ahead_arg(arg):
     if not 0 <= p < config.PARTITION_COUNT or stars < 0:
         raise ValueError(f"no partition {p} / star count {stars}")
     return p, stars, repo
+
+
+def complete_key(arg):
+    """The partition key of a `complete` query: its "<partition>:<prefix>" argument's first field."""
+    return _complete_arg(arg)[0]
+
+
+def _complete_arg(arg):
+    p, _, prefix = arg.partition(":")
+    p = int(p)
+    if not 0 <= p < config.PARTITION_COUNT:
+        raise ValueError(f"no partition {p}")
+    if not 0 < len(prefix) <= COMPLETE_PREFIX_MAX or not prefix.isprintable() or " " in prefix:
+        raise ValueError(f"a prefix is 1 to {COMPLETE_PREFIX_MAX} printable characters, no spaces")
+    return p, prefix.lower()
 
 
 class RepoPartitioner:
@@ -260,6 +276,17 @@ class RepoMetadata:
         and a smaller name."""
         _, stars, repo = _ahead_arg(arg)
         return sum(1 for r, n in self.stars.items() if n > stars or (n == stars and r < repo))
+
+    @query(key=complete_key)
+    def complete(self, arg) -> list:
+        """Up to COMPLETE_MAX [repo, stars] of this partition's repositories with stars, forks or pull
+        requests in the window whose name or owner/name starts with the prefix (any case): most stars
+        first, then by name."""
+        _, prefix = _complete_arg(arg)
+        stars = self.stars
+        found = [(-stars.get(r, 0), r) for r in set(stars).union(self.recent)
+                 if r.lower().startswith(prefix) or r[r.index("/") + 1:].lower().startswith(prefix)]
+        return [[r, -n] for n, r in heapq.nsmallest(COMPLETE_MAX, found)]
 
     # ---- what the partition shows
 

@@ -7,7 +7,7 @@ import pytest
 
 import star_leaders
 from stack_contract import QUERY_REPO, STATE_NAME
-from stack_contract.repo_card import repo_card
+from stack_contract.repo_card import completions, repo_card
 from wallaroo.testing import run_local
 
 import reference as ref
@@ -58,6 +58,13 @@ def check_card(card, expected, repo):
     assert (card["repo"], card["stars"], card["hourly"], card["rank"]) == (repo, stars, hourly, rank), repo
 
 
+def expected_completions(expected, prefix):
+    """The reference's completions: repositories with stars whose owner/name or name starts with prefix."""
+    p = prefix.lower()
+    hits = [r for r in expected if r.lower().startswith(p) or r.split("/", 1)[1].lower().startswith(p)]
+    return [{"repo": r, "stars": expected[r][0]} for r in sorted(hits, key=lambda r: (-expected[r][0], r))[:10]]
+
+
 def test_run_local_answers_repo_cards_as_the_batch_reference():
     lines, _ = corpus()
     result = run_local(star_leaders, [(raw, ref.event_time_ms(raw)) for raw in lines], checkpoint_every=50)
@@ -72,6 +79,9 @@ def test_run_local_answers_repo_cards_as_the_batch_reference():
     assert expected["tail/one-star-a"][0] == 1
     card = repo_card(ask, "tail/one-star-a")
     assert card["as_of"]["window_end"][:13] == ref.batch_leaders(lines)["event_time"][:13]   # the same hour
+    for prefix in ["owner3/", "OWNER0/Repo-1", "repo-2", "tail/"]:    # any case; owner/name or name
+        assert completions(ask, prefix) == expected_completions(expected, prefix), prefix
+    assert len(completions(ask, "owner3/")) == 10 and completions(ask, "zzz") == []
     with pytest.raises(ValueError):
         result.query(STATE_NAME, QUERY_REPO, "no-slash")
     with pytest.raises(LookupError):
@@ -216,3 +226,36 @@ def test_queries_during_a_kill_9_never_answer_from_a_revoked_partition(cluster):
     assert not wrong, wrong[:3]
     assert not seen["other"], seen["other"][:3]
     assert seen["503"] > 0 and seen["200"] > 0, seen
+
+
+def test_query_port_rate_limits_forwarded_requests_and_caps_connections():
+    """The forwarding header is no way around the per-client rate, and connections beyond the cap get
+    503 at once (no Kafka: both are decided before a query reaches the worker's loop)."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from conftest import wait_for
+    from wallaroo.runtime.queries import FORWARDED, QueryServer
+
+    server = QueryServer(task=None, admin=None, group="g", port=0, rate_per_s=1.0, max_connections=4)
+    server.start()
+    url = f"http://127.0.0.1:{server.port}/not-a-query"
+
+    def status(headers=None):
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=5) as r:
+                return r.status, r.headers
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers
+    try:
+        got = [status({FORWARDED: "1"})[0] for _ in range(4)]
+        assert got == [404, 404, 429, 429], got            # a burst of 2 s at 1/s, then limited
+        idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(4)]
+        code, headers = status()
+        assert (code, headers["Retry-After"]) == (503, "1")
+        for s in idle:
+            s.close()
+        wait_for(lambda: status()[0] != 503, 10, "a connection slot to free up")
+    finally:
+        server.shutdown()

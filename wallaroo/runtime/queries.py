@@ -11,10 +11,16 @@ Ownership: a partition not owned here is looked up in the consumer group's assig
 ("<app id>-<name>@host:port", see `advertised_client_id`). The query is forwarded once (a forwarded
 query that misses again is "moving"). While no member owns it, or the owner does not answer, the
 answer is 503 with Retry-After: partitions are moving.
+
+Bounds: every request counts against its source address's rate (RateLimit), forwarded ones too: the
+forwarding header only stops a second forward, since any client could send it. At most
+MAX_CONNECTIONS connections are served at once (one thread each); the next gets 503 at once, and an
+idle connection is dropped after CONNECTION_TIMEOUT_S.
 """
 import json
 import logging
 import queue
+import socket
 import threading
 import time
 import urllib.error
@@ -32,6 +38,11 @@ RETRY_AFTER_S = 1
 WAIT_S = 5.0                  # for the loop to answer (a restore can hold it longer: then "moving")
 PENDING_MAX = 1000            # queries waiting for the loop
 OWNERS_TTL_S = 1.0
+MAX_CONNECTIONS = 64          # threads serving connections at once (ThreadingHTTPServer alone is unbounded)
+CONNECTION_TIMEOUT_S = 10.0   # a connection that sends nothing for this long is closed (frees its slot)
+_BUSY_BODY = b'{"error": "too many connections"}'
+_BUSY = (b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class QueryPortError(OSError):
@@ -102,10 +113,43 @@ class RateLimit:
             return ok
 
 
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: over that, a 503 and close."""
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections=MAX_CONNECTIONS):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            try:
+                request.settimeout(0.1)      # the accept loop waits this long at most per refusal
+                request.sendall(_BUSY)
+                request.shutdown(socket.SHUT_WR)
+                request.recv(65536)          # read the request: closing on unread data would reset
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()          # no thread started: its slot is free again
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+
 class QueryServer:
     """The HTTP side: `serve()` is called by the worker's loop to answer what is pending."""
 
-    def __init__(self, task, admin, group, port, host="127.0.0.1", checkpoints=lambda: 0, rate_per_s=1000.0):
+    def __init__(self, task, admin, group, port, host="127.0.0.1", checkpoints=lambda: 0, rate_per_s=1000.0,
+                 max_connections=MAX_CONNECTIONS):
         self.task, self.admin, self.group, self.checkpoints = task, admin, group, checkpoints
         self.pending = queue.Queue(PENDING_MAX)
         self.limit = RateLimit(rate_per_s)
@@ -114,6 +158,8 @@ class QueryServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CONNECTION_TIMEOUT_S
+
             def do_GET(self):
                 server.handle(self)
 
@@ -121,10 +167,9 @@ class QueryServer:
                 pass
 
         try:
-            self.http = ThreadingHTTPServer((host, port), Handler)
+            self.http = BoundedHTTPServer((host, port), Handler, max_connections)
         except OSError as e:
             raise QueryPortError(f"cannot listen for queries on {host}:{port}: {e}") from e
-        self.http.daemon_threads = True
         self.port = self.http.server_address[1]
         self.thread = threading.Thread(target=self.http.serve_forever, name="queries", daemon=True)
 
@@ -154,8 +199,8 @@ class QueryServer:
 
     # --- the HTTP side -----------------------------------------------------------------------
     def handle(self, h):
-        forwarded = bool(h.headers.get(FORWARDED))      # limited where it came in
-        if not forwarded and not self.limit.allow(h.client_address[0]):
+        forwarded = bool(h.headers.get(FORWARDED))      # only "do not forward again": anyone can send it
+        if not self.limit.allow(h.client_address[0]):
             return _send(h, 429, {"error": "too many queries"}, retry=True)
         url = urllib.parse.urlsplit(h.path)
         parts = url.path.strip("/").split("/")
@@ -165,9 +210,8 @@ class QueryServer:
         status, body = self.ask(parts[1], parts[2], args[0], forwarded=forwarded)
         if status == 307:
             status, body = self.forward(h.path, body)
-        if status == 503:
-            return _send(h, 503, body, retry=True)
-        _send_raw(h, status, body if isinstance(body, str) else json.dumps(body))
+        text = body if isinstance(body, str) else json.dumps(body)
+        _send_raw(h, status, text, retry=status in (429, 503))   # 429: the owner's limit, passed on
 
     def ask(self, state_name, method, arg, forwarded=False):
         reply = _Reply()
