@@ -17,14 +17,7 @@
   var charts = {};              // pipeline name -> {tp: uPlot, lat: uPlot, key: series signature}
   var cards = {};               // pipeline name -> card element
 
-  function $(id) { return document.getElementById(id); }
-
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text !== undefined && text !== null) e.textContent = String(text);
-    return e;
-  }
+  var $ = window.StarLeaders.$, el = window.StarLeaders.el;     // common.js
 
   function num(v) { return typeof v === "number" && isFinite(v) ? v : null; }
 
