@@ -138,7 +138,7 @@ def cluster(kafka, tmp_path_factory):
              for n, port in ports.items()}
     try:
         wait_until_consumed(kafka, app_id, source, 120, procs.values())
-        yield {"lines": lines, "ports": ports, "procs": procs, "app_id": app_id}
+        yield {"lines": lines, "ports": ports, "procs": procs, "app_id": app_id, "source": source, "sink": sink}
     finally:
         w.stop_all()
 
@@ -176,6 +176,98 @@ def test_cards_equal_the_batch_reference_through_either_worker(cluster):
     status, body, _ = get(cluster["ports"]["w1"], QUERY_REPO, "not a repo")
     assert status == 400 and "owner/name" in body["error"]
     assert get(cluster["ports"]["w1"], "nonexistent", "a/b")[0] == 404
+
+
+def produce(kafka, topic, lines, partition=None):
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 5})
+    for raw in lines:
+        kw = {} if partition is None else {"partition": partition}
+        p.produce(topic, raw, timestamp=ref.event_time_ms(raw), **kw)
+    p.flush(30)
+
+
+XSS_TITLE = "<img src=x onerror=window.__xss=1><b>bold</b>"
+
+
+@pytest.mark.kafka
+@pytest.mark.browser
+def test_search_box_in_chromium_shows_a_live_card(cluster, kafka, chromium):
+    """Type a prefix, pick a completion: the card equals the reference and follows new stars; a bad name,
+    a repository without stars and 503s (partitions moving) have their own states."""
+    from playwright.sync_api import expect
+
+    from conftest import ARTIFACTS, new_page
+    from dashboard.config import Config
+    from test_dashboard_helpers import serve
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    lines = cluster["lines"]
+    expected = expected_cards(lines)
+    query = ",".join(f"127.0.0.1:{p}" for p in cluster["ports"].values())
+    config = Config(kafka=kafka, topic=cluster["sink"], source_topic=cluster["source"], group=cluster["app_id"],
+                    query=query)
+    with serve(config) as (url, _):
+        page, errors = new_page(chromium)
+        page.goto(url + "/")
+        box = page.locator("#search-input")
+        box.press_sequentially("owner0/repo-", delay=20)
+        options = page.locator("#search-list li[role=option]")
+        want = [c["repo"] for c in expected_completions(expected, "owner0/repo-")]
+        expect(options).to_have_count(len(want), timeout=20_000)
+        assert options.locator(".completion-repo").all_inner_texts() == want
+        page.screenshot(path=str(ARTIFACTS / "search-completions-1280.png"), full_page=False)
+        repo = want[0]
+        stars, hourly, rank = expected[repo]
+        box.press("ArrowDown")
+        box.press("Enter")
+        card = page.locator("#card")
+        expect(card).to_have_attribute("data-state", "live", timeout=20_000)
+        assert card.get_attribute("data-repo") == repo
+        assert card.locator(".repo-link").inner_text().replace("\n", "") == repo
+        assert card.locator(".card-stars .card-value").inner_text().replace(",", "") == str(stars)
+        assert card.locator(".card-rank .card-value").inner_text() == f"#{rank}"
+        assert [int(b.get_attribute("data-stars")) for b in card.locator("rect.bar").all()] == hourly
+        assert card.locator(".card-asof .card-value").inner_text().startswith(ref.batch_leaders(lines)["event_time"][:10])
+        page.screenshot(path=str(ARTIFACTS / "search-1280.png"), full_page=False)
+
+        # more stars (and a hostile PR title) while the card is shown: it follows them
+        last = max(ref.event_time_ms(raw) for raw in lines) // 1000 - T0.timestamp()
+        more = [event_line("WatchEvent", 900_000 + i, repo, at(last + 1 + i)) for i in range(3)]
+        more.append(event_line("PullRequestEvent", 900_010, repo, at(last + 5), number=77, title=XSS_TITLE))
+        lines.extend(more)
+        produce(kafka, cluster["source"], more)
+        stars2 = expected_cards(lines)[repo][0]
+        assert stars2 == stars + 3
+        expect(card).to_have_attribute("data-stars", str(stars2), timeout=30_000)
+        expect(card.locator(".pr-title", has_text="onerror")).to_have_text(XSS_TITLE, timeout=10_000)
+        assert card.locator(".card-stars .card-value").inner_text().replace(",", "") == str(stars2)
+        assert page.evaluate("typeof window.__xss") == "undefined" and card.locator("img, b").count() == 0
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        page.locator("#lookup").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "search-390.png"), full_page=False)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+        # 503 while partitions move: the card stays, marked stale, and comes back by itself
+        page.route("**/api/repos/**", lambda route: route.fulfill(
+            status=503, headers={"Retry-After": "1"}, content_type="application/json", body='{"error": "moving"}'))
+        expect(card).to_have_attribute("data-state", "stale", timeout=10_000)
+        expect(card.locator(".card-status")).to_contain_text("moving partitions")
+        page.unroute("**/api/repos/**")
+        expect(card).to_have_attribute("data-state", "live", timeout=10_000)
+
+        # no stars in the window; a malformed name
+        box.fill("nobody/never-starred")
+        box.press("Enter")
+        expect(card.locator(".card-empty")).to_contain_text("No stars in the last 24 h", timeout=20_000)
+        assert card.locator(".card-rank .card-value").inner_text() == "\u2014"
+        box.fill("no-slash")
+        box.press("Enter")
+        expect(page.locator("#search-msg")).to_have_attribute("data-kind", "error")
+        expect(page.locator("#search-msg")).to_contain_text("not a repository name")
+        unexpected = [e for e in errors if "Failed to load resource" not in e]
+        assert not unexpected, unexpected
 
 
 @pytest.mark.kafka
