@@ -1,5 +1,8 @@
 """Interactive queries (README "Queries"): star_leaders' repository cards, in memory and on the real broker."""
 import random
+import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
@@ -121,8 +124,6 @@ def cluster(kafka, tmp_path_factory):
     from confluent_kafka import Producer
 
     from conftest import Workers, create_topic, free_port
-    from test_end_to_end import wait_until_consumed
-    import uuid
     tag = uuid.uuid4().hex[:8]
     source, sink, app_id = f"q-src-{tag}", f"q-sink-{tag}", f"q-app-{tag}"
     create_topic(kafka, source, 4)
@@ -137,10 +138,23 @@ def cluster(kafka, tmp_path_factory):
                         cwd=ref.__file__.rsplit("/tests/", 1)[0])
              for n, port in ports.items()}
     try:
-        wait_until_consumed(kafka, app_id, source, 120, procs.values())
+        consumed(kafka, app_id, source, 120, procs.values())
         yield {"lines": lines, "ports": ports, "procs": procs, "app_id": app_id, "source": source, "sink": sink}
     finally:
         w.stop_all()
+
+
+def consumed(kafka, app_id, source, timeout_s, procs):
+    """Until the group committed all of `source` and then all of the state's repartition topic (the
+    state work: the source alone is done when its records are handed on)."""
+    from benchmarks.common import Probe
+    from conftest import wait_for
+    from test_end_to_end import wait_until_consumed
+    from wallaroo.runtime.topics import repartition_topic
+    wait_until_consumed(kafka, app_id, source, timeout_s, procs)
+    with Probe(kafka, app_id) as probe:
+        wait_for(lambda: probe.caught_up(repartition_topic(app_id, STATE_NAME)), timeout_s,
+                 f"{app_id} to process its repartition topic")
 
 
 def settled(port, repo):
@@ -270,54 +284,134 @@ def test_search_box_in_chromium_shows_a_live_card(cluster, kafka, chromium):
         assert not unexpected, unexpected
 
 
+class CommittedStars(threading.Thread):
+    """Follows the read_committed leaderboard topic: when each repository's committed star count was seen.
+    A count seen committed before a query was sent is a floor for its answer (the state's changelog
+    and the leaderboard are committed in one transaction)."""
+
+    def __init__(self, kafka, topic, repos):
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer
+        self.c = Consumer({"bootstrap.servers": kafka, "group.id": f"floor-{uuid.uuid4().hex[:6]}",
+                           "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                           "enable.auto.commit": False})
+        self.topic, self.repos, self.seen, self.stop = topic, set(repos), {r: [] for r in repos}, threading.Event()
+
+    def run(self):
+        import json
+        self.c.subscribe([self.topic])
+        while not self.stop.is_set():
+            for m in self.c.consume(100, 0.1):
+                if m.error() or m.value() is None:
+                    continue
+                now = time.monotonic()
+                for ld in json.loads(m.value())["leaders"]:
+                    if ld["repo"] in self.repos:
+                        self.seen[ld["repo"]].append((now, ld["stars"]))
+        self.c.close()
+
+    def floor(self, repo, before):
+        return max((n for t, n in self.seen[repo] if t < before), default=0)
+
+
 @pytest.mark.kafka
-def test_queries_during_a_kill_9_never_answer_from_a_revoked_partition(cluster):
-    """All input is consumed, so the state is final: every 200 must equal the reference, whoever answers;
-    while w2's partitions move to w1 the answer is 503 with Retry-After."""
+def test_queries_during_a_kill_9_never_answer_from_a_revoked_partition(cluster, kafka):
+    """w2 is kill -9'd while new stars still flow in, so the state changes across the move. Every answer
+    is checked against the state it claims: its stars lie between the count last seen committed before
+    the query was sent (a stale copy of a revoked partition would fall below it) and the stars produced
+    so far, its 24 hourly counts are those of that prefix, and no answer sent after the kill comes from
+    w2. 503s carry Retry-After. At the end every card equals the batch reference over all the input."""
     import signal
-    import threading
-    import time
-    expected = expected_cards(cluster["lines"])
-    repos = probes(expected)
-    w1 = cluster["ports"]["w1"]
-    for repo in repos:
-        settled(w1, repo)
-    seen, wrong, stop = {"200": 0, "503": 0, "other": []}, [], threading.Event()
+    from star_leaders.state import partition_of
+
+    from conftest import wait_for
+    w1, procs, lines = cluster["ports"]["w1"], cluster["procs"], cluster["lines"]
+    live, parts = [], set()
+    for i in range(100):                       # new repositories, in different state partitions
+        name = f"live/probe-{i}"
+        if partition_of(name) not in parts:
+            parts.add(partition_of(name))
+            live.append(name)
+        if len(live) == 6:
+            break
+    start = 30 * 3600 + 10                     # hour 30: after everything so far, all in one hour
+    per_repo = 30
+    more = [event_line("WatchEvent", 2_000_000 + j, live[j % len(live)], at(start + j)) for j in range(per_repo * len(live))]
+    produced = {r: 0 for r in live}
+    floors = CommittedStars(kafka, cluster["sink"], live)
+    floors.start()
+    answers, stop, kill_at = [], threading.Event(), {}
+
+    def feed():
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": kafka, "enable.idempotence": True, "linger.ms": 0})
+        for j, raw in enumerate(more):
+            produced[live[j % len(live)]] += 1           # before it can be read: an upper bound
+            p.produce(cluster["source"], raw, partition=0, timestamp=ref.event_time_ms(raw))
+            p.poll(0)
+            time.sleep(0.03)
+        p.flush(30)
 
     def hammer():
         while not stop.is_set():
-            for repo in repos:
+            for repo in live:
+                sent = time.monotonic()
                 status, body, headers = get(w1, QUERY_REPO, repo)
-                if status == 200:
-                    seen["200"] += 1
-                    want = expected.get(repo, (0, [0] * 24, None))
-                    got = body["value"]
-                    if (got["stars"], got["hourly"]) != want[:2]:
-                        wrong.append((repo, body))
-                elif status == 503:
-                    seen["503"] += 1
-                    assert headers["Retry-After"]
-                else:
-                    seen["other"].append((status, body))
+                ceiling = dict(produced)[repo]          # produced by the time the answer is back
+                answers.append((sent, ceiling, repo, status, body, headers.get("Retry-After")))
+    feeder = threading.Thread(target=feed)
     threads = [threading.Thread(target=hammer) for _ in range(3)]
-    for t in threads:
+    for t in [feeder, *threads]:
         t.start()
     try:
-        time.sleep(1)
-        cluster["procs"]["w2"].send_signal(signal.SIGKILL)
-        cluster["procs"]["w2"].wait(10)
-        moved = time.monotonic()
-        while time.monotonic() - moved < 60 and seen["503"] == 0:
-            time.sleep(0.2)
-        for repo in repos:            # w1 owns everything now and answers it all itself
-            check_card(settled(w1, repo), expected, repo)
+        wait_for(lambda: sum(produced.values()) >= len(more) // 3, 30, "a third of the new stars produced")
+        procs["w2"].send_signal(signal.SIGKILL)
+        procs["w2"].wait(10)
+        kill_at.update(t=time.monotonic(), produced=sum(produced.values()))
+        feeder.join(60)
+        lines.extend(more)
+        consumed(kafka, cluster["app_id"], cluster["source"], 60, [procs["w1"]])
+        expected = expected_cards(lines)
+        for repo in live + probes(expected):     # w1 owns everything now and answers it all itself
+            wait_for(lambda: _matches(settled(w1, repo), expected, repo), 30, f"{repo}'s final card")
     finally:
         stop.set()
         for t in threads:
             t.join(30)
+        floors.stop.set()
+    assert kill_at["produced"] < len(more), "the kill landed after the input"
+    wrong, by_status, late_w2, before, after = [], {}, [], {r: 0 for r in live}, {r: 0 for r in live}
+    for sent, ceiling, repo, status, body, retry in answers:
+        by_status[status] = by_status.get(status, 0) + 1
+        if status == 503:
+            assert retry == "1", body
+            continue
+        assert status == 200, (status, body)
+        value, stars = body["value"], body["value"]["stars"]
+        floor = floors.floor(repo, sent)
+        hourly = [0] * 23 + [stars] if stars else None
+        if not floor <= stars <= ceiling or (hourly and (value["hourly"], value["window_end"][11:13]) != (hourly, "06")):
+            wrong.append((repo, floor, ceiling, value))
+        if body["as_of"]["worker"] == "w2" and sent > kill_at["t"]:
+            late_w2.append(body)
+        (before if sent < kill_at["t"] else after)[repo] = max(stars, (before if sent < kill_at["t"] else after)[repo])
+    floored = sum(1 for sent, _, repo, status, *_ in answers
+                  if status == 200 and sent > kill_at["t"] and floors.floor(repo, sent) > 0)
+    print(f"answers {by_status}, {floored} after the kill with a committed floor > 0; before/after {before} {after}")
     assert not wrong, wrong[:3]
-    assert not seen["other"], seen["other"][:3]
-    assert seen["503"] > 0 and seen["200"] > 0, seen
+    assert not late_w2, late_w2[:3]
+    assert floored > 0                     # the floor was in force after the move, not only 0
+    assert by_status.get(503, 0) > 0 and by_status.get(200, 0) > 0, by_status
+    assert all(after[r] > before[r] for r in live), (before, after)        # the state moved on after the move
+    assert sum(len(v) for v in floors.seen.values()) > 0
+
+
+def _matches(card, expected, repo):
+    try:
+        check_card(card, expected, repo)
+        return True
+    except AssertionError:
+        return False
 
 
 def test_query_port_rate_limits_forwarded_requests_and_caps_connections():
