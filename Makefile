@@ -70,10 +70,12 @@ test: env chromium
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
 # Quick: BENCH_ENGINE_EVENTS=30000 BENCH_DAY_EVENTS=30000 make bench (defaults 300,000 and a whole
-# 2018 day, 1,248,000 events; BENCH_ENGINE_RUNS, BENCH_DAY_RUNS: 3).  See benchmarks/README.md.
+# 2018 day, 1,248,000 events; BENCH_ENGINE_RUNS, BENCH_DAY_RUNS: 3; queries: BENCH_QUERY_EVENTS=200000,
+# BENCH_QUERY_SECONDS=4, BENCH_QUERY_ROUNDS=3).  See benchmarks/README.md.
 bench: env kafka
 	@$(PY) -m benchmarks.engine_throughput
 	@$(PY) -m benchmarks.end_to_end_day
+	@$(PY) -m benchmarks.queries
 
 # Quix Streams pins its own confluent-kafka: it gets a virtualenv of its own, never $(VENV).
 PEERS_VENV := benchmarks/peers/.venv

@@ -213,7 +213,8 @@ class Worker:
         try:
             while self.running:
                 try:
-                    self._consume(handlers, min(0.1, interval))
+                    # an idle consume would hold a query for its whole timeout: wait less when serving them
+                    self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
                     if self.queries is not None:
                         self.queries.serve()
                     now = time.monotonic()
