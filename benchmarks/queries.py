@@ -106,7 +106,7 @@ def measure(argv):
     p.add_argument("--seconds", type=float, default=float(os.environ.get("BENCH_QUERY_SECONDS") or 4),
                    help="seconds of load per setting and round (default $BENCH_QUERY_SECONDS or 4)")
     p.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_QUERY_ROUNDS") or 3))
-    p.add_argument("--clients", default="1,8", help="concurrent clients, comma-separated (default 1,8)")
+    p.add_argument("--clients", default="1,8,32", help="concurrent clients, comma-separated (default 1,8,32)")
     args = p.parse_args(argv)
     require_broker(args.kafka)
     clients = [int(c) for c in args.clients.split(",")]
