@@ -14,7 +14,7 @@ KAFKA := kafka/kafka.sh
 KAFKA_PORT ?= 9092
 export KAFKA_PORT
 
-.PHONY: env build start stop tail clean test kafka kafka-stop bench bench-peers chromium help
+.PHONY: env build start stop tail clean test kafka kafka-stop bench bench-peers test-tools help
 
 help:
 	@echo "make start   run the stack (Docker if an engine answers, else local processes) and print the dashboard URL"
@@ -42,8 +42,10 @@ $(VENDOR): dashboard/package.json dashboard/package-lock.json
 env: $(STAMP) $(VENDOR)
 
 # Debian's Chromium for the browser tests (Playwright's own browser download cannot work offline).
-chromium:
-	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+# Debian packages the tests use: chromium for the browser tests, shellcheck for the scripts.
+test-tools:
+	@command -v chromium >/dev/null && command -v shellcheck >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium shellcheck >/dev/null; }
 
 build: env
 	@if docker info >/dev/null 2>&1; then docker compose build; else echo "no Docker engine: nothing to build beyond $(VENV)"; fi
@@ -64,7 +66,7 @@ tail:
 	@scripts/stack.sh tail
 
 # Starts the broker if needed, runs pytest, stops the broker only if this run started it.
-test: env chromium
+test: env test-tools
 	@started=0; if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start && started=1; fi; \
 	$(PY) -m pytest -q -ra; rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc

@@ -193,6 +193,7 @@ def run_once(children, args, folder: Path, meta: dict, logs: Path) -> dict:
         out["dead_letters"] = len(read_all(args.kafka, dead_letter_topic(app_id)))
         out["changelog_bytes"] = bytes_on_disk(changelog)
         out.update(measure_restore(children, args, app_id, topic, logs))
+        out["share_restore_s"] = share_restore(args.kafka, app_id, list(range(args.partitions // 2)))["total_s"]
         return out
     finally:
         if not args.keep_topics:
@@ -227,6 +228,39 @@ def measure_restore(children, args, app_id: str, topic: str, logs: Path) -> dict
     return {"restore_log_s": sum(logged) if logged else None, "restart_to_commit_s": first_commit}
 
 
+def share_restore(bootstrap: str, app_id: str, partitions: list[int]) -> dict:
+    """What a worker joining a two-worker group does on assignment, in-process: read its share of the
+    changelog (wallaroo.runtime.state.restore) and decode it into live objects (StateStore.adopt)."""
+    import star_leaders
+    from wallaroo.runtime.serde import Serde
+    from wallaroo.runtime.state import StateStore, restore
+    changelog = changelog_topic(app_id, config.STATE_NAME)
+    codec = Serde(star_leaders).state_codec(config.STATE_NAME, star_leaders.RepoMetadata)
+    store = StateStore(config.STATE_NAME, star_leaders.RepoMetadata, changelog, codec)
+    t0 = time.perf_counter()
+    tables = restore(bootstrap, changelog, partitions)
+    t1 = time.perf_counter()
+    for p, table in tables.items():
+        store.adopt(p, table)
+    t2 = time.perf_counter()
+    return {"read_s": t1 - t0, "decode_s": t2 - t1, "total_s": t2 - t0,
+            "keys": sum(len(t) for t in tables.values()),
+            "objects": sum(len(t) for t in store.partitions.values()),
+            "bytes": sum(len(v) for t in tables.values() for v in t.values())}
+
+
+def restore_only(args) -> None:
+    """--restore-only APP_ID: the share restore of a day kept with --keep-topics, --runs times."""
+    half = list(range(args.partitions // 2))
+    runs = [share_restore(args.kafka, args.restore_only, half) for _ in range(args.runs)]
+    for i, r in enumerate(runs, 1):
+        print(f"day: share restore {i}: partitions {half} of {args.partitions}: {r['objects']:,} objects "
+              f"({r['bytes'] / 1e6:.1f} MB) read {r['read_s']:.2f} s + decoded {r['decode_s']:.2f} s = {r['total_s']:.2f} s")
+    med = statistics.median
+    print(f"day: median of {len(runs)}: one worker's share restores in {med(r['total_s'] for r in runs):.2f} s "
+          f"(read {med(r['read_s'] for r in runs):.2f} s, decode {med(r['decode_s'] for r in runs):.2f} s)")
+
+
 def read_last(bootstrap: str, topic: str):
     """The last record of partition 0 of `topic` (the streamer's records are not transactional)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": run_id("day-read"), "enable.auto.commit": False,
@@ -251,7 +285,8 @@ def describe(run: dict) -> str:
     board = "exact" if run["exact"] else "WRONG"
     return (f"CPU s: {cpu}; worker peak RSS {' / '.join(f'{r:.0f}' for r in run['rss_mb'])} MB; "
             f"changelog {disk}; restore {logged} (worker log), "
-            f"{run['restart_to_commit_s']:.1f} s from start to first commit; leaderboard {board}, "
+            f"{run['restart_to_commit_s']:.1f} s from start to first commit; one worker's share "
+            f"{run['share_restore_s']:.2f} s (in-process); leaderboard {board}, "
             f"{run['leaderboard_records']:,} records; {run['dead_letters']} dead letters")
 
 
@@ -276,8 +311,14 @@ def replay_day(argv):
                    help=f"rare repositories beside the popular ones (default {LONG_TAIL:,})")
     p.add_argument("--cache-dir", type=Path, default=CACHE)
     p.add_argument("--keep-topics", action="store_true", help="keep each run's topics to look at")
+    p.add_argument("--restore-only", metavar="APP_ID",
+                   help="only time the restore of one worker's share (the first half of the partitions) of a "
+                        "day kept with --keep-topics under this application id, --runs times")
     args = p.parse_args(argv)
     require_broker(args.kafka)
+    if args.restore_only:
+        restore_only(args)
+        return
 
     folder, meta = prepare_day(args.events, args.seed, args.long_tail, args.cache_dir)
     logs = args.cache_dir / "logs"
@@ -306,6 +347,7 @@ def replay_day(argv):
              if all(r["changelog_bytes"] is not None for r in runs) else "")
           + (f"; restore {med(r['restore_log_s'] for r in runs):.2f} s"
              if all(r["restore_log_s"] is not None for r in runs) else "")
+          + f"; one worker's share {med(r['share_restore_s'] for r in runs):.2f} s"
           + f"; leaderboard records {med(r['leaderboard_records'] for r in runs):,.0f}")
     print(f"day: median of {n}: streamer alone {med(r['streamer'] for r in runs):,.0f} events/s")
     print(f"day: median of {n}: end to end, streamer + two workers + broker on this machine: "

@@ -22,6 +22,13 @@ Every Kafka call is bounded by `timeout_s`, and its failure has one reaction:
   answered at once), and a new client costs a few milliseconds.
 So the health is back within one sample (`interval_s` plus connection set-up) of the broker's return.
 
+No coordinator-targeted admin request (describe_consumer_groups, list_consumer_group_offsets) is
+made: in librdkafka 2.16 their error path, taken when a connection drops mid-request, frees an object
+it then uses (confluentinc/librdkafka PR #5397, open), and the dashboard died with SIGSEGV in 2 of 13
+broker restarts under a replay.  The group's committed offsets come from a consumer carrying the
+group's id (OffsetFetch through the consumer's own coordinator code; it never subscribes, so it never
+joins the group), its members from the group listing (DescribeGroups sent to each broker directly).
+
 Only whole-cluster metadata is requested: AdminClient.list_topics(topic=...) would auto-create a
 missing topic on brokers with auto.create.topics.enable=true (the default).
 """
@@ -33,7 +40,10 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 
-from confluent_kafka import ConsumerGroupTopicPartitions, IsolationLevel, TopicPartition
+import re
+import warnings
+
+from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from .background import BackgroundThread
@@ -233,27 +243,49 @@ class HealthMonitor(BackgroundThread):
 
         result.update(workers=None, worker_names=[], group_state=None)
         try:
-            desc = self._admin.describe_consumer_groups(
-                [self.group], request_timeout=self.timeout_s)[self.group].result(timeout=self.timeout_s + 1)
-            names = sorted(worker_name(m.client_id or "", self.group) for m in desc.members)
-            result.update(workers=len(names), worker_names=names[:MAX_WORKER_NAMES],
-                          group_state=desc.state.name.lower() if desc.state is not None else None)
+            result.update(self._members())
         except Exception as e:
             errors.append(f"workers: {_short(e)}")
         result["error"] = "; ".join(errors) or None
         return result
 
+    def _members(self) -> dict:
+        # list_groups is deprecated in favour of describe_consumer_groups: see the module docstring.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            groups = self._admin.list_groups(group=self.group, timeout=self.timeout_s)
+        group = next((g for g in groups if g.id == self.group), None)
+        if group is not None and group.error is not None and group.error.code() != 0:
+            raise RuntimeError(group.error.str())
+        members = group.members if group is not None else []
+        names = sorted(worker_name(m.client_id or "", self.group) for m in members)
+        state = group.state if group is not None and group.state else None
+        return {"workers": len(names), "worker_names": names[:MAX_WORKER_NAMES],
+                "group_state": _snake(state) if state else None}
+
+    def _committed(self, src_tps: list[TopicPartition]) -> dict[int, int]:
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group,
+                      "client.id": "star-leaders-dashboard-health", "enable.auto.commit": False,
+                      "socket.timeout.ms": max(1000, int(self.timeout_s * 1000)),
+                      "error_cb": lambda err: None, "log_level": 2, "logger": log})
+        try:
+            return {tp.partition: tp.offset for tp in c.committed(src_tps, timeout=self.timeout_s)}
+        finally:
+            c.close()
+
     def _lag(self, src_tps: list[TopicPartition], latest: dict) -> int | None:
-        futures = self._admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(self.group, src_tps)], request_timeout=self.timeout_s)
-        got = futures[self.group].result(timeout=self.timeout_s + 1)
-        committed = {tp.partition: tp.offset for tp in got.topic_partitions}
+        committed = self._committed(src_tps)
         end = {tp.partition: latest[(tp.topic, tp.partition)] for tp in src_tps}
         missing = [tp for tp in src_tps if committed.get(tp.partition, -1) < 0]
         earliest = {}
         if missing and len(missing) < len(src_tps):
             earliest = {p: o for (_, p), o in self._offsets(missing, OffsetSpec.earliest()).items()}
         return compute_lag(end, committed, earliest)
+
+
+def _snake(state: str) -> str:
+    """'PreparingRebalance' -> 'preparing_rebalance' (the names ConsumerGroupState uses)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", state).lower()
 
 
 def describe(monitor: HealthMonitor, consumer, board, config) -> dict:

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"   # beside the checkout (CI copies shared/ there too)
 REAL_HOUR = SHARED_DATA / "gharchive" / "2015-01-01-12.json.gz"
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
-CHROMIUM = "/usr/bin/chromium"          # Debian's (make chromium); Playwright's own download is not used
+CHROMIUM = "/usr/bin/chromium"          # Debian's (make test-tools); Playwright's own download is not used
 ARTIFACTS = ROOT / "test-artifacts"     # screenshots (gitignored)
 
 
@@ -166,7 +166,7 @@ def alive(pid: int) -> bool:
 def chromium():
     """Headless Debian Chromium driven by Playwright."""
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (make chromium)")
+        pytest.skip("Debian's chromium is not installed (make test-tools)")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,

@@ -1,6 +1,7 @@
 """A real 3-node KRaft cluster (kafka/kafka.sh, KAFKA_NODES=3): node-by-node control, and a node
 `kill -9`'d and restarted under an idempotent acks=all producer and a read_committed consumer loses
-and doubles nothing."""
+and doubles nothing; two workers lose a node, the transaction coordinator's leader, mid-stream. One
+cluster serves the module (starting one takes ~30 s): each test starts whatever nodes are down."""
 import logging
 import threading
 import time
@@ -8,8 +9,10 @@ import uuid
 
 import pytest
 
-from conftest import alive, read_topic
+from conftest import Workers, alive, create_topic, read_topic
 from kafka_cluster import CLIENT_LOG, kafka_cluster  # noqa: F401  (the fixture)
+from test_faults import as_stored, committed_total, diagnose, feeder
+from test_wallaroo_kafka import FAST, assert_exactly_once, word_lines
 
 pytestmark = pytest.mark.cluster
 log = logging.getLogger(__name__)
@@ -225,3 +228,42 @@ def test_kill_9_of_a_leader_loses_and_doubles_nothing(kafka_cluster, topic_name)
     # A fresh reader of the whole log sees the same, once each.
     again = read_topic(cluster.bootstrap, topic, expect=produced, timeout_s=60)
     assert sorted(int(m.value()) for m in again) == list(range(produced))
+
+
+@pytest.mark.kafka
+@pytest.mark.faults
+@pytest.mark.timeout(600)
+def test_workers_lose_a_node_mid_stream(kafka_cluster, topic_name, tmp_path):
+    """Two word-count workers on three nodes, replication factor 3: kill -9 the node leading the
+    transaction coordinator's partition, bring it back 10 s later, then kill another: nothing is lost,
+    nothing doubled (tests/test_faults.py's checks)."""
+    cluster = kafka_cluster
+    cluster.start()
+    bootstrap = cluster.bootstrap
+    src, sink, app_id = topic_name("loss-in"), topic_name("loss-out"), topic_name("loss")
+    create_topic(bootstrap, src, 4, replication=3)
+    lines = word_lines(15_000, seed=12)
+    feed = feeder(bootstrap, src, lines, rate=600)
+    workers = Workers(bootstrap, tmp_path)
+    try:
+        for name in ("w1", "w2"):
+            workers.start("wordcount", src, sink, name, app_id, *FAST)
+        wait_for(lambda: committed_total(bootstrap, app_id, src, 4) >= 3000, 120, "progress")
+        changelog = f"{app_id}-word-counts-changelog"
+        assert len(cluster.partition(changelog).replicas) == 3, "internal topics take the source's RF"
+        first = cluster.leader("__transaction_state")
+        cluster.kill(first)
+        time.sleep(10)
+        cluster.start(first)
+        wait_for(lambda: committed_total(bootstrap, app_id, src, 4) >= 9000, 180, "progress after the kill")
+        second = cluster.leader(src)
+        cluster.kill(second)
+        feed.join(300)
+        try:
+            assert_exactly_once(bootstrap, sink, app_id, as_stored(bootstrap, src, lines))
+        except BaseException:
+            print("DIAG", diagnose(bootstrap, app_id, [src, f"{app_id}-word-counts-repartition"], 4))
+            raise
+        assert [p.poll() for p in workers.procs] == [None, None], "a worker died"
+    finally:
+        workers.stop_all()

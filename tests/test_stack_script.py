@@ -125,9 +125,10 @@ def test_bash_syntax():
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed (make test-tools)")
 def test_shellcheck():
-    r = subprocess.run(["shellcheck", str(STACK)], capture_output=True, text=True)
+    r = subprocess.run(["shellcheck", str(STACK), str(ROOT / "kafka" / "kafka.sh"), str(ROOT / ".ci" / "run")],
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
 
 

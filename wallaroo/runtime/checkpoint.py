@@ -12,12 +12,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from .errors import is_fatal, is_fenced, retrying
 from .operations import offset_metadata
 
 log = logging.getLogger("wallaroo.checkpoint")
+# librdkafka's errors for "no broker answered in time" (as opposed to an answer refusing the call)
+KAFKA_AWAY = (KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
 
 
 class TransactionAborted(Exception):
@@ -116,6 +118,11 @@ class Transactions:
                 err = e.args[0]
                 if err.fatal() or is_fenced(err):
                     raise ClientsBroken(f"checkpoint: {err}", fenced=is_fenced(err)) from e
+                if err.code() in KAFKA_AWAY:
+                    # Kafka did not answer within the call's timeout: the same call on this producer
+                    # once Kafka is back is what blocks for minutes (librdkafka #5456, #5511), so a
+                    # new producer (which waits for Kafka) takes over instead of a retry.
+                    raise ClientsBroken(f"checkpoint: Kafka did not answer ({err})") from e
                 if err.retriable() and not err.txn_requires_abort() and attempt < 5:
                     attempt += 1
                     time.sleep(0.2 * attempt)
@@ -225,13 +232,6 @@ class Checkpointer:
                 if tp.offset >= 0:
                     self.consumer.seek(tp)
             self.restore([tp for tp in assignment if tp.topic in self.task.stores])
-
-    def abort_and_rewind(self, lost):
-        """Partitions `lost` without a revoke (the group moved on without us): nothing since the last
-        checkpoint may be committed, and the rest starts over from its committed offsets."""
-        self.transactions.abort()
-        self.forget(lost)
-        self.rewind(exclude={(tp.topic, tp.partition) for tp in lost})
 
     def forget(self, partitions):
         """Partitions that leave this worker: no offsets to commit for them, no state to keep."""

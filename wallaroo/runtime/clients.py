@@ -75,6 +75,11 @@ def restore_consumer_config(bootstrap, group_id):
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 64 * 1024 * 1024,
         "receive.message.max.bytes": 128 * 1024 * 1024,
+        # Refill the fetch queue at once: with librdkafka's default (1000 ms) every fetch that fills
+        # the queue (64 MB, a few state objects' versions) costs a second's pause. Measured on a
+        # 2018-scale day's changelog (one worker's share, 281 MB read for 9.5 MB of live state, since
+        # compaction leaves the active segment alone): 3.05 s -> 1.3 s.
+        "fetch.queue.backoff.ms": 5,
     }
 
 

@@ -87,6 +87,8 @@ class Worker:
         self._next_consumer_warning = 0.0
         self.metrics_server = self.publisher = self.queries = None
         self._lag = (0, 0)                # (consumer lag, partitions), read every snapshot interval
+        self._replace_clients = None      # why the clients are to be replaced after this consume
+        self._assigned = False            # the current consumer has had an assignment
         self.control = ControlListener(self.bootstrap, self.app_id, self.opts.name, self.stop)   # machida shrink
 
     # --- set-up -------------------------------------------------------------------------------
@@ -138,9 +140,12 @@ class Worker:
     def _connect(self):
         """A new consumer in the group and a new transactional producer, and everything that uses them."""
         while True:
-            consumer = Consumer(clients.consumer_config(
+            mine = []           # this consumer, once made: errors of an abandoned one are ignored
+            consumer = Consumer({**clients.consumer_config(
                 self.bootstrap, self.app_id, self._client_id(), self.opts.session_timeout_ms,
-                edges.consumer_log_settings(self.app)))
+                edges.consumer_log_settings(self.app)),
+                "error_cb": lambda err: self._on_client_error(mine[0] if mine else None, err)})
+            mine.append(consumer)
             producer = Producer(clients.producer_config(
                 self.bootstrap, f"{self.app_id}-{self.opts.name}", self.opts.transaction_timeout_ms,
                 edges.producer_linger_ms(self.app), edges.producer_log_settings(self.app)))
@@ -153,6 +158,7 @@ class Worker:
                 log.warning("%s: %s; trying a new producer", self.opts.name, e)
                 _abandon(consumer, transactions)
         self.consumer, self.transactions = consumer, transactions
+        self._assigned = False
         self.collector = RecordCollector(transactions, topics.dead_letter_topic(self.app_id), self.opts.name)
         self.task.collector = self.collector
         self.checkpointer = Checkpointer(self.task, self.collector, transactions, consumer,
@@ -215,6 +221,9 @@ class Worker:
                 try:
                     # an idle consume would hold a query for its whole timeout: wait less when serving them
                     self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
+                    if self._replace_clients is not None:
+                        why, self._replace_clients = self._replace_clients, None
+                        raise ClientsBroken(why)
                     if self.queries is not None:
                         self.queries.serve()
                     now = time.monotonic()
@@ -257,6 +266,19 @@ class Worker:
 
     def stop(self):
         self.running = False
+
+    def _on_client_error(self, consumer, err):
+        """librdkafka's global errors (it retries them all), served by consume()."""
+        if consumer is not self.consumer or consumer is None:
+            return
+        if err.code() == KafkaError._ALL_BROKERS_DOWN and self._replace_clients is None and self._assigned:
+            # After every broker went away the producer's next send_offsets_to_transaction can block
+            # far past its timeout (librdkafka #5456, #5511: a stale coordinator), and its open
+            # transaction cannot commit anyway: replace both clients now (the new producer waits for
+            # Kafka to answer) instead of after a hung checkpoint. Not before the consumer's first
+            # assignment: clients made while Kafka was away report it too, and are fresh.
+            self._replace_clients = f"every broker went away ({err.str()})"
+        self._consumer_warning(err)
 
     def _consumer_warning(self, err):
         """Log consumer errors (all retried by librdkafka), at most one a second: an outage repeats them."""
@@ -302,6 +324,7 @@ class Worker:
     def _on_assign(self, consumer, partitions):
         if consumer is not self.consumer:
             return
+        self._assigned = True
         self._learn_source_time(consumer, [tp for tp in partitions if tp.topic not in self.task.stores])
         self._restore([tp for tp in partitions if tp.topic in self.task.stores])
         log.info("%s: assigned %s", self.opts.name, _describe(partitions))
@@ -356,8 +379,14 @@ class Worker:
     def _on_lost(self, consumer, partitions):
         if consumer is not self.consumer:
             return
-        log.warning("%s: lost %s; aborting the open transaction", self.opts.name, _describe(partitions))
-        self.checkpointer.abort_and_rewind(partitions)
+        # The group moved on without us: the coordinator did not hear from us for a session timeout (a
+        # broker outage, a frozen process). Such a producer's next send_offsets_to_transaction can block
+        # far past its timeout (librdkafka #5456, #5511: a stale coordinator), so both clients are
+        # replaced at once, once this consume returns, instead of after a hung checkpoint: the new
+        # producer's init_transactions aborts the open transaction, state comes back on assignment.
+        log.warning("%s: lost %s; replacing the clients", self.opts.name, _describe(partitions))
+        self.checkpointer.forget(partitions)
+        self._replace_clients = f"lost {_describe(partitions)} (the group moved on without this worker)"
 
     def _log_stats(self, last, seconds):
         stats = self.task.stats
