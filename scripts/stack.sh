@@ -35,6 +35,8 @@
 #                                               servers; the local broker is started only when this is
 #                                               127.0.0.1:$KAFKA_PORT or localhost:$KAFKA_PORT
 #   STAR_LEADERS_PORT         5000              dashboard port on 127.0.0.1
+#   STAR_LEADERS_PRIMARY_QUERY_PORT 5101        query ports of the two workers on 127.0.0.1 (the
+#   STAR_LEADERS_SECONDARY_QUERY_PORT 5102      dashboard's repository search asks them; README "Queries")
 #   STAR_LEADERS_EVENTS_TOPIC gharchive         topic the streamer fills and the workers read
 #   STAR_LEADERS_LEADERBOARD_TOPIC leaderboard  topic the workers write and the dashboard shows
 #   STAR_LEADERS_APP_ID       star-leaders      the workers' consumer group and internal-topic prefix;
@@ -85,12 +87,14 @@ local_settings() {
   : "${STAR_LEADERS_WARMUP_HOURS:=23}"
   : "${STAR_LEADERS_KAFKA:=127.0.0.1:$KAFKA_PORT}"
   : "${STAR_LEADERS_PORT:=5000}"
+  : "${STAR_LEADERS_PRIMARY_QUERY_PORT:=5101}"
+  : "${STAR_LEADERS_SECONDARY_QUERY_PORT:=5102}"
   : "${STAR_LEADERS_EVENTS_TOPIC:=gharchive}"
   : "${STAR_LEADERS_LEADERBOARD_TOPIC:=leaderboard}"
   : "${STAR_LEADERS_APP_ID:=star-leaders}"
   restart_settings
   export STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA \
-    STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
+    STAR_LEADERS_PORT STAR_LEADERS_PRIMARY_QUERY_PORT STAR_LEADERS_SECONDARY_QUERY_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
 }
 restart_settings() {
   : "${STAR_LEADERS_RESTART_DELAY:=1}"
@@ -99,7 +103,8 @@ restart_settings() {
   export STAR_LEADERS_RESTART_DELAY STAR_LEADERS_RESTART_DELAY_MAX STAR_LEADERS_RESTART_RESET_AFTER
 }
 settings_names="STAR_LEADERS_SOURCE STAR_LEADERS_START STAR_LEADERS_HOURS STAR_LEADERS_SPEEDUP STAR_LEADERS_WARMUP_HOURS STAR_LEADERS_KAFKA
-  STAR_LEADERS_PORT STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
+  STAR_LEADERS_PORT STAR_LEADERS_PRIMARY_QUERY_PORT STAR_LEADERS_SECONDARY_QUERY_PORT
+  STAR_LEADERS_EVENTS_TOPIC STAR_LEADERS_LEADERBOARD_TOPIC STAR_LEADERS_APP_ID STAR_LEADERS_RESET
   STAR_LEADERS_RESTART_DELAY STAR_LEADERS_RESTART_DELAY_MAX STAR_LEADERS_RESTART_RESET_AFTER"
 
 say() { echo "stack: $*"; }
@@ -279,6 +284,13 @@ start_local() {
   if port_busy "$STAR_LEADERS_PORT"; then
     die "something already listens on 127.0.0.1:$STAR_LEADERS_PORT; stop it or pick another port: STAR_LEADERS_PORT=5001 make start"
   fi
+  local q
+  for q in PRIMARY SECONDARY; do
+    local var=STAR_LEADERS_${q}_QUERY_PORT
+    if port_busy "${!var}"; then
+      die "something already listens on 127.0.0.1:${!var} (a worker's query port); stop it or pick another: $var=$(( ${!var} + 10 )) make start"
+    fi
+  done
 
   if broker_is_local; then
     if "$kafka_sh" status >/dev/null 2>&1; then

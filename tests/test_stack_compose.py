@@ -272,6 +272,19 @@ def test_pipeline_topics_line_up(services):
     assert opt(s, "--kafka") == opt(w, "--kafka_source_brokers") == opt(d, "--kafka") == "kafka:9092"
 
 
+def test_dashboard_asks_every_workers_query_port(services):
+    # Each worker listens (and advertises, for forwarding) on its service name: the other containers
+    # reach it there; nothing publishes a query port on the host.
+    d = argv(services["dashboard"])
+    want = []
+    for w in WORKERS:
+        args = argv(services[w])
+        assert opt(args, "--query-host") == w
+        assert not services[w].get("ports"), f"{w}'s query port is for the stack's own containers"
+        want.append(f"{w}:{int(opt(args, '--query-port'))}")
+    assert opt(d, "--query").split(",") == want
+
+
 def stack_documented_settings() -> set[str]:
     """The STAR_LEADERS_* variables scripts/stack.sh's header documents."""
     header = (ROOT / "scripts" / "stack.sh").read_text().split("\nset -euo pipefail", 1)[0]
@@ -482,4 +495,10 @@ def test_procfile_commands_with_the_stacks_defaults(scripts):
     assert opt(a, "--application-id") == opt(d, "--group")
     assert opt(d, "--host") == "127.0.0.1"
     assert opt(d, "--port") == defaults["STAR_LEADERS_PORT"] == "5000"
+    # the search box: the dashboard asks both workers' query ports (loopback, the workers' default host)
+    queries = [f"127.0.0.1:{opt(w, '--query-port')}" for w in (a, b)]
+    assert len(set(queries)) == 2 and "--query-host" not in a + b
+    assert opt(d, "--query").split(",") == queries
+    assert {opt(w, "--query-port") for w in (a, b)} == {defaults["STAR_LEADERS_PRIMARY_QUERY_PORT"],
+                                                       defaults["STAR_LEADERS_SECONDARY_QUERY_PORT"]}
     assert opt(s, "--kafka") == opt(a, "--kafka_source_brokers") == opt(d, "--kafka") == "127.0.0.1:9092"

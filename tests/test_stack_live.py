@@ -120,6 +120,8 @@ def test_stack_start_shows_changing_leaders_heals_and_stop_ends_it(broker, tmp_p
         "STAR_LEADERS_STATE_DIR": str(state),
         "STAR_LEADERS_VENV": str(VENV),
         "STAR_LEADERS_PORT": str(port),
+        "STAR_LEADERS_PRIMARY_QUERY_PORT": str(free_port()),
+        "STAR_LEADERS_SECONDARY_QUERY_PORT": str(free_port()),
         "STAR_LEADERS_KAFKA": kafka,
         # kafka/kafka.sh (the stack's `make kafka`, the test's restart by hand) acts on that broker
         **{k: broker.env[k] for k in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "KAFKA_RUN_DIR")},
@@ -173,6 +175,13 @@ def test_stack_start_shows_changing_leaders_heals_and_stop_ends_it(broker, tmp_p
                 break
             time.sleep(1)
         assert changed, f"leaders did not change within {CHANGE_WITHIN_S} s:\n{log_tail()}"
+
+        # the search box's answer: any leader's card, from the workers' query ports
+        top = changed["leaders"][0]["repo"]
+        card = wait_for(lambda: (lambda c: c if c and c.get("repo") == top else None)(api(port, f"/api/repos/{top}")),
+                        timeout_s=30, what=f"a card for {top}:\n{log_tail()}")
+        assert card["stars"] >= 1 and len(card["hourly"]) == 24 and sum(card["hourly"]) == card["stars"], card
+        assert isinstance(card["rank"], int) and card["rank"] >= 1, card
 
         # ---- the broker restarted by hand under the stack (`make kafka-stop`, 6 s, `make kafka`)
         broker.stop(1)
