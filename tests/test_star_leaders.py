@@ -126,6 +126,19 @@ def test_decoder_skips_uninteresting_records_without_parsing():
     assert not may_be_interesting(b'{"type":"WatchEvents"}')
 
 
+def test_may_be_interesting_is_a_search_for_the_three_names():
+    """It looks for each "E" first, then (after a few) for b'Event"' in C: either way its answer is
+    whether one of the three names, quote included, occurs anywhere."""
+    names = (b'WatchEvent"', b'ForkEvent"', b'PullRequestEvent"')
+    pieces = [b"E", b'Event"', b"Watch", b"Fork", b"PullRequest", b"x", b'"', b"h", b"k", b"t", b"EE", *names]
+    rng = random.Random(5)
+    cases = [b"".join(rng.choice(pieces) for _ in range(rng.randrange(40))) for _ in range(20_000)]
+    cases += [b'Event"...Fork', b'Event"' + b"Watch", b"E" * 100 + b'ForkEvent"', b"E" * 100, b"Event" * 50 + b'"',
+              b'x"Event"' + b"E" * 40 + b'PullRequestEvent"']
+    for data in cases:
+        assert may_be_interesting(data) == any(n in data for n in names), data
+
+
 @pytest.mark.parametrize("raw", [b'{"id":"1","type":"WatchEvent","repo":{"name":"a/b"', b"not json at all",
                                  b"\x00\xff\xfe binary", b"", b'["WatchEvent"'])
 def test_decoder_raises_on_records_that_are_not_json(raw):
