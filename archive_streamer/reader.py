@@ -106,7 +106,9 @@ def _line_batches(pieces: Iterator[bytes], max_line: int) -> Iterator[list]:
                 continue
             piece, skipping = piece[end + 1:], False
             yield [None]
-        lines = (carry + piece).split(b"\n") if carry else piece.split(b"\n")
+        lines = piece.split(b"\n")
+        if carry:                  # the line cut at the end of the last piece: joined to its rest only
+            lines[0] = carry + lines[0]     # (not carry + piece: that copied each 1 MB piece once more)
         carry = lines.pop()
         if len(carry) > max_line:
             carry, skipping = b"", True
