@@ -53,14 +53,39 @@ def may_be_interesting(data):
     """False only if `data` cannot hold a star, fork or pull request: none of b'WatchEvent"',
     b'ForkEvent"', b'PullRequestEvent"' occurs (a JSON string value is followed by its quote).
 
-    One scan for b'Event"' instead of one per name: twice as fast on the 85% that are dropped.
+    Each name ends in b'Event"'; its "E" is looked for with memchr (one byte: several times faster
+    than a search for b'Event"', whose last byte, a quote, JSON repeats everywhere), which on archive
+    lines finds a few candidates.  A record with many other "E"s (text, or one made to be slow) goes
+    on with the C search for b'Event"' after _E_CANDIDATES of them: the answer is the same either way.
     (A type name written with JSON \\u escapes is not seen; the archive never writes one.)"""
     find = data.find
-    i = find(b'Event"')
+    i = find(69)                                    # b"E"
+    left = _E_CANDIDATES
     while i >= 0:
-        if data[i - 5:i] == b"Watch" or data[i - 4:i] == b"Fork" or data[i - 11:i] == b"PullRequest":
+        if data.startswith(b'Event"', i):
+            c = data[i - 1]                         # the byte before: which name can end here
+            if ((c == 104 and data.endswith(b"Watch", 0, i)) or (c == 107 and data.endswith(b"Fork", 0, i))
+                    or (c == 116 and data.endswith(b"PullRequest", 0, i))):
+                return True
+            i = find(69, i + 6)
+        else:
+            i = find(69, i + 1)
+        left -= 1
+        if not left:
+            return _named_anywhere(data, i)
+    return False
+
+
+_E_CANDIDATES = 16
+
+
+def _named_anywhere(data, start):
+    """may_be_interesting from `start` on (or False if start < 0), by the C search for b'Event"'."""
+    i = data.find(b'Event"', start) if start >= 0 else -1
+    while i >= 0:
+        if data.endswith(b"Watch", 0, i) or data.endswith(b"Fork", 0, i) or data.endswith(b"PullRequest", 0, i):
             return True
-        i = find(b'Event"', i + 6)
+        i = data.find(b'Event"', i + 6)
     return False
 
 

@@ -126,6 +126,11 @@ class RepoMetadata:
 
     def update(self, event):
         """Apply one RepoEvent; returns (leaderboard or None, state changed)."""
+        return (self.leaderboard() if self.apply(event) else None), True
+
+    def apply(self, event):
+        """Apply one RepoEvent; returns whether the partition's leaderboard is to be emitted (it
+        changed, or says the last leaders are gone).  The state always changes."""
         if self.partition is None:
             self.partition = partition_of(event.repo)
         slid = self.advance(event.created_at * 1000)
@@ -141,8 +146,9 @@ class RepoMetadata:
         else:
             moved = self._remember(event)
         if (slid or moved) and self._shows():
-            return self.leaderboard(), True
-        return None, True
+            self.emitted = True
+            return True
+        return False
 
     def on_event_time(self, event_time_ms):
         """The stream's event time reached `event_time_ms`: slide the window when the hour changed."""
@@ -295,8 +301,14 @@ class RepoMetadata:
         return self.partition is not None and (bool(self.leaders) or self.emitted)
 
     def leaderboard(self) -> Leaderboard:
-        """This partition's leaderboard: fresh dicts and lists, sharing nothing mutable with the state."""
+        """This partition's leaderboard, which it now emits: fresh dicts and lists, sharing nothing
+        mutable with the state."""
         self.emitted = True
+        return self.board()
+
+    def board(self, now_ms=None) -> Leaderboard:
+        """The leaderboard as it stands, changing nothing (the app's wallaroo.Deferred renders it);
+        `now_ms`: the event time to show as window_end (default: the partition's)."""
         first = self.hour - config.WINDOW_HOURS + 1
         buckets = [self.hourly.get(h) for h in range(first, self.hour + 1)]
         leaders: list[Leader] = []
@@ -307,7 +319,8 @@ class RepoMetadata:
                 "hourly": [b.get(repo, 0) if b else 0 for b in buckets],
                 "recent_events": [dict(shown) for _, _, shown in self.recent.get(repo, ())],
             })
-        return {"partition": self.partition, "window_end": iso(self.now_ms // 1000), "leaders": leaders}
+        return {"partition": self.partition, "window_end": iso((self.now_ms if now_ms is None else now_ms) // 1000),
+                "leaders": leaders}
 
 
 # RepoMetadata's slots, in order, with their types (what from_data accepts).

@@ -126,6 +126,19 @@ def test_decoder_skips_uninteresting_records_without_parsing():
     assert not may_be_interesting(b'{"type":"WatchEvents"}')
 
 
+def test_may_be_interesting_is_a_search_for_the_three_names():
+    """It looks for each "E" first, then (after a few) for b'Event"' in C: either way its answer is
+    whether one of the three names, quote included, occurs anywhere."""
+    names = (b'WatchEvent"', b'ForkEvent"', b'PullRequestEvent"')
+    pieces = [b"E", b'Event"', b"Watch", b"Fork", b"PullRequest", b"x", b'"', b"h", b"k", b"t", b"EE", *names]
+    rng = random.Random(5)
+    cases = [b"".join(rng.choice(pieces) for _ in range(rng.randrange(40))) for _ in range(20_000)]
+    cases += [b'Event"...Fork', b'Event"' + b"Watch", b"E" * 100 + b'ForkEvent"', b"E" * 100, b"Event" * 50 + b'"',
+              b'x"Event"' + b"E" * 40 + b'PullRequestEvent"']
+    for data in cases:
+        assert may_be_interesting(data) == any(n in data for n in names), data
+
+
 @pytest.mark.parametrize("raw", [b'{"id":"1","type":"WatchEvent","repo":{"name":"a/b"', b"not json at all",
                                  b"\x00\xff\xfe binary", b"", b'["WatchEvent"'])
 def test_decoder_raises_on_records_that_are_not_json(raw):
@@ -425,6 +438,7 @@ def test_output_shares_nothing_mutable_with_the_state():
     out = None
     for raw in lines:
         out, _ = annotate_repos(filter_interesting_events(decoder(raw)), state)
+    out = out(state)             # a wallaroo.Deferred: what the engine does at the checkpoint
     before = copy.deepcopy(out)
     assert state.leaderboard() == before
     out["leaders"][0]["hourly"][-1] = 99
@@ -447,14 +461,16 @@ def test_state_message_and_output_round_trip_through_pickle():
     out = None
     for raw in [line("WatchEvent", 1, "o/r", at(0)), line("WatchEvent", 2, "o/s", at(1))]:
         out, _ = annotate_repos(filter_interesting_events(decoder(raw)), state)
+    out = out(state)
     out2, _ = annotate_repos(message, state)          # a PR of a leader: shown
+    out2 = out2(state)
     assert out2["leaders"][0]["repo"] == "o/r" and out2["leaders"][0]["recent_events"][0]["title"] == "T"
     copy_ = pickle.loads(pickle.dumps(state, pickle.HIGHEST_PROTOCOL))
     assert copy_.__getstate__() == state.__getstate__()
     assert copy_.leaderboard() == state.leaderboard()
     # the restored state goes on exactly like the original
     nxt = star(3, "o/s", secs(at(2)))
-    assert annotate_repos(nxt, copy_) == annotate_repos(nxt, state)
+    assert annotate_repos(nxt, copy_) == annotate_repos(nxt, state) and copy_.board() == state.board()
     assert pickle.loads(pickle.dumps(out)) == out
     assert star_leaders.deserialize(star_leaders.serialize(out)) == out
     assert len(pickle.dumps(RepoMetadata())) < 200

@@ -12,6 +12,7 @@ from wallaroo.runtime.serde import Serde
 from wallaroo.runtime.task import Task
 from wallaroo.testing import Checkpoint, LocalCollector, LocalMessage, LocalResult, load_application, run_local
 
+import deferred_count
 import evolving
 import window
 import wordcount
@@ -166,3 +167,28 @@ def test_coalescing_sink_sends_the_last_output_of_each_key_per_checkpoint():
     # a boundary after every record: only the outputs of one record coalesce
     assert run_local(wordcount, items, args=topics_ + ["--coalesce"]).values == [
         b"w02=1", b"w01=2", b"w01=3", b"w02=3", b"w03=1"]
+
+
+def test_deferred_outputs_are_rendered_once_per_object_at_the_checkpoint():
+    """A wallaroo.Deferred into a coalescing sink: rendered at the checkpoint, once per state object,
+    from the object as it then is; after a computation raised, from the object rebuilt as it was
+    before that message (never the half-done change); into a plain sink, at once."""
+    items = [b"apple", b"avocado", b"bean", b"boom", b"apricot", Checkpoint(), b"banana", b"cherry"]
+    topics_ = ["--kafka_source_topic", "in", "--kafka_sink_topic", "out"]
+    deferred_count.RENDERS.clear()
+    coalesced = run_local(deferred_count, items, args=topics_ + ["--coalesce"], checkpoint_every=None)
+    # boom took b's object (which bean's Deferred is of) to 2, then raised: dead-lettered, and the
+    # object rebuilt at 1 is the one rendered; banana makes it 2
+    assert coalesced.values == [b"b=1", b"a=3", b"b=2", b"c=1"]
+    assert deferred_count.RENDERS == [("b", 1), ("a", 3), ("b", 2), ("c", 1)]     # one per object per checkpoint
+    assert [d.step for d in coalesced.dead_letters] == ["count"]
+    assert coalesced.states["letters"]["b"].count == 2
+    deferred_count.RENDERS.clear()
+    plain = run_local(deferred_count, items, args=topics_, checkpoint_every=None)
+    assert plain.values == [b"a=1", b"a=2", b"b=1", b"a=3", b"b=2", b"c=1"]
+    assert len(deferred_count.RENDERS) == 6
+    # an output made at once replaces the object's pending Deferred, and a later Deferred follows it
+    deferred_count.RENDERS.clear()
+    mixed = run_local(deferred_count, [b"apple", b"ant!", Checkpoint(), b"bee", b"bus!", b"bat"],
+                      args=topics_ + ["--coalesce"], checkpoint_every=None)
+    assert mixed.values == [b"a=-2", b"b=-2", b"b=3"] and deferred_count.RENDERS == [("b", 3)]

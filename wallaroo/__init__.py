@@ -11,9 +11,13 @@ output continues through the steps after the state step of the first pipeline th
 
 State classes may mark read-only methods `@wallaroo.query(key=...)`: a worker with `--query-port` answers
 them over HTTP for any key, and `run_local(...).query(...)` in tests (see wallaroo/query.py).
+
+A state computation may return `wallaroo.Deferred(render)` as its output: into coalescing sinks it is
+rendered from the state object only at the checkpoint, once (see wallaroo/deferred.py).
 """
 from .builder import Application, ApplicationBuilder, ApplicationError
 from .context import event_time
+from .deferred import Deferred
 from .decorators import (computation, computation_multi, decoder, encoder, partition,
                          state_computation, state_computation_multi)
 from .query import query
@@ -22,7 +26,7 @@ from .kafka import (KafkaSinkConfig, KafkaSourceConfig, kafka_parse_sink_options
 from .tcp import TCPSinkConfig, TCPSourceConfig, tcp_parse_input_addrs, tcp_parse_output_addrs
 
 __all__ = [
-    "Application", "ApplicationBuilder", "ApplicationError", "KafkaSinkConfig", "KafkaSourceConfig",
+    "Application", "ApplicationBuilder", "ApplicationError", "Deferred", "KafkaSinkConfig", "KafkaSourceConfig",
     "computation", "computation_multi", "decoder", "encoder", "event_time", "kafka_parse_sink_options",
     "kafka_parse_source_options", "partition", "query", "state_computation", "state_computation_multi",
     "TCPSinkConfig", "TCPSourceConfig", "tcp_parse_input_addrs", "tcp_parse_output_addrs",

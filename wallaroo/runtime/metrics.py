@@ -223,6 +223,11 @@ class Metrics:
                 fig.latency.sum_s += dt
         return timed
 
+    def deferred(self, sink, seconds):
+        """An output taken by `sink` as a wallaroo.Deferred (task.py), in `seconds`: a message into the
+        sink's step like any other; rendering and encoding it happen at the checkpoint, in its time."""
+        self.sinks[id(sink)].latency.observe(seconds)
+
     # --- checkpoints and restores ----------------------------------------------------------------
     def committed(self, started):
         """A checkpoint that began at perf_counter() `started` committed: observe it and the records

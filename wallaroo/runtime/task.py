@@ -6,6 +6,8 @@ partition; repartition records are applied to the live state objects; watermark 
 partition's event time on. The Kafka worker feeds it consumed messages and the local runner feeds it
 in-memory ones (anything with confluent-kafka's Message accessors), so both run this same code.
 """
+import time
+
 from . import topics
 from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, SourceClock, decode_watermark,
                          encode_watermark, record_time)
@@ -14,6 +16,7 @@ from .routing import STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes
 from .state import StateStore
 from .steps import Executor, StepError, encode
 from ..context import set_event_time
+from ..deferred import Deferred
 
 # The largest message that crosses a state step: below the repartition topic's max.message.bytes (the
 # broker's default, 1 MiB, with room for headers). Checked when routing, so a message Kafka would refuse
@@ -56,6 +59,10 @@ class Task:
         # the last one of each key only; produced by flush_outputs, inside the checkpoint's transaction.
         self.coalesced = {}
         self.superseded = 0                 # coalesced outputs replaced by a newer one of their key
+        # Deferred outputs for coalescing sinks since the last checkpoint, the newest of each state
+        # object: (pipeline, store, partition, key bytes) -> (Deferred, ts); rendered by flush_outputs.
+        self.deferred = {}
+        self._origin = None                 # (store, partition, key bytes) of the state step running
 
         self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
@@ -150,12 +157,15 @@ class Task:
             self.dead_letter(m, "route", e)
             return
         store.record(p, kb, (ps, data, ts))
+        self._origin = (store, p, kb)
         try:
             changed = self.executor.apply_state(ps, state, data, ts)
         except StepError as e:
+            self._origin = None
             self._rebuild(store, p, kb)
             self.dead_letter(m, e.step_name, e.cause)
             return
+        self._origin = None
         if changed:
             store.changed(p, kb)
 
@@ -207,13 +217,16 @@ class Task:
         """Run one object's on_event_time(ms), journaled (a rebuild replays it); one that raises
         leaves the object as it was."""
         store.record(p, kb, (None, ms, ms))
+        self._origin = (store, p, kb)
         try:
             if self.executor.advance_event_time(store.name, state, ms):
                 store.changed(p, kb)
         except StepError as e:
+            self._origin = None
             self._rebuild(store, p, kb)
             self.stats["dead"] += 1
             self.collector.hook_failed(store.name, p, e)
+        self._origin = None
 
     def _catch_up(self, store, p, kb, state, ms):
         """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
@@ -238,6 +251,31 @@ class Task:
                                    self.headers[ps.id], self.current_ts)
 
     def _sink(self, pi, data):
+        if type(data) is Deferred:
+            t0 = time.perf_counter()
+            origin = self._origin
+            if origin is None:
+                raise StepError("encoder", TypeError("a wallaroo.Deferred output must come straight from a state step"))
+            sinks = self.app.pipelines[pi].sinks
+            if sinks and all(getattr(s, "coalesce", False) for s in sinks):
+                store, p, kb = origin
+                slot = (pi, store, p, kb)
+                if self.deferred.pop(slot, None) is not None:
+                    self.superseded += 1
+                self.deferred[slot] = (data, self.current_ts)                  # (now the newest)
+                if self.metrics is not None:
+                    dt = time.perf_counter() - t0
+                    for sink in sinks:
+                        self.metrics.deferred(sink, dt)
+                return
+            try:
+                data = data(origin[0].partitions[origin[1]][origin[2]])
+            except Exception as e:  # noqa: BLE001 - user code
+                raise StepError("encoder", e) from e
+        elif self.deferred and self._origin is not None:
+            # this object's output made now is newer than the Deferred it left pending
+            if self.deferred.pop((pi, *self._origin), None) is not None:
+                self.superseded += 1
         records = []                    # all sinks encode before any writes: an output goes to all or none
         for sink in self.app.pipelines[pi].sinks:      # none when the pipeline ended with done()
             try:
@@ -259,10 +297,26 @@ class Task:
         for (topic, key), (value, ts, partition) in coalesced.items():
             self.stats["out"] += 1
             self.collector.sink(topic, value, key, ts, partition)
+        deferred, self.deferred = self.deferred, {}
+        for (pi, store, p, kb), (output, ts) in deferred.items():
+            state = store.partitions.get(p, {}).get(kb)
+            if state is None:           # dropped since (not ours any more): nothing to show
+                continue
+            try:            # (counted into the sink when made: metrics.deferred; timed with the checkpoint)
+                data = output(state)
+                records = [(sink.topic, *encode(sink, data)) for sink in self.app.pipelines[pi].sinks]
+            except Exception as e:  # noqa: BLE001 - user code: reported as on_event_time's errors are
+                self.stats["dead"] += 1
+                self.collector.hook_failed(store.name, p, StepError("encoder", e))
+                continue
+            for topic, value, key, partition in records:
+                self.stats["out"] += 1
+                self.collector.sink(topic, value, key, ts, partition)
 
     def drop_outputs(self):
         """Forget the coalesced outputs: the progress since the last checkpoint is void."""
         self.coalesced = {}
+        self.deferred = {}
 
     def dead_letter(self, m, step, error):
         self.stats["dead"] += 1
