@@ -445,3 +445,23 @@ def test_query_port_rate_limits_forwarded_requests_and_caps_connections():
         wait_for(lambda: status()[0] != 503, 10, "a connection slot to free up")
     finally:
         server.shutdown()
+
+
+def test_assigned_partitions_reads_the_consumer_protocol_and_refuses_garbage():
+    """The owner lookup parses the group listing's raw member assignment (consumer protocol)."""
+    import struct
+    from wallaroo.runtime.queries import assigned_partitions
+
+    def assignment(topics, version=0, user_data=b""):
+        out = struct.pack(">hi", version, len(topics))
+        for t, parts in topics:
+            out += struct.pack(">h", len(t)) + t.encode() + struct.pack(f">i{len(parts)}i", len(parts), *parts)
+        return out + struct.pack(">i", len(user_data)) + user_data
+
+    raw = assignment([("app-repartition", [0, 3]), ("gharchive", [1])], version=1, user_data=b"x")
+    assert assigned_partitions(raw) == [("app-repartition", 0), ("app-repartition", 3), ("gharchive", 1)]
+    assert assigned_partitions(assignment([])) == []
+    assert assigned_partitions(raw[:9]) == []                   # truncated inside a topic name
+    assert assigned_partitions(b"") == [] and assigned_partitions(b"\xff" * 7) == []
+    huge = struct.pack(">hih", 0, 1, 1) + b"t" + struct.pack(">i", 2**31 - 1)
+    assert assigned_partitions(huge) == []                      # a count no member sends

@@ -8,7 +8,7 @@ so nothing mutable crosses threads. The cost: a query waits for the current batc
 loop waits POLL_S in consume, not 0.1 s, so that it answers within ~10 ms.
 
 Ownership: a partition not owned here is looked up in the consumer group's assignment
-(describe_consumer_groups); each worker advertises its query address in its consumer's client.id
+(the group listing, see `owners`); each worker advertises its query address in its consumer's client.id
 ("<app id>-<name>@host:port", see `advertised_client_id`). The query is forwarded once (a forwarded
 query that misses again is "moving"). While no member owns it, or the owner does not answer, the
 answer is 503 with Retry-After: partitions are moving.
@@ -22,11 +22,13 @@ import json
 import logging
 import queue
 import socket
+import struct
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from ..query import QUERY_MAX_ARG, queries_of
@@ -84,17 +86,48 @@ def advertised_client_id(base, host, port):
 
 
 def owners(admin, group, topic):
-    """{partition: "host:port"} of `topic`'s partitions, from the group's current assignment."""
+    """{partition: "host:port"} of `topic`'s partitions, from the group's current assignment.
+
+    Read with the group listing (DescribeGroups sent to each broker), not describe_consumer_groups:
+    in librdkafka 2.16 the coordinator-targeted admin requests free an object they then use when a
+    connection drops mid-request (confluentinc/librdkafka PR #5397), which would take the worker
+    down with SIGSEGV during a broker restart (dashboard/health.py does the same)."""
     found = {}
-    described = admin.describe_consumer_groups([group], request_timeout=5)[group].result(timeout=5)
-    for m in described.members:
-        if "@" not in (m.client_id or "") or m.assignment is None:
+    with warnings.catch_warnings():                 # list_groups is deprecated: see above
+        warnings.simplefilter("ignore", DeprecationWarning)
+        groups = admin.list_groups(group=group, timeout=5)
+    for g in groups:
+        if g.id != group:
             continue
-        address = m.client_id.rsplit("@", 1)[1]
-        for tp in m.assignment.topic_partitions:
-            if tp.topic == topic:
-                found[tp.partition] = address
+        for m in g.members:
+            if "@" not in (m.client_id or ""):
+                continue
+            address = m.client_id.rsplit("@", 1)[1]
+            for t, p in assigned_partitions(m.assignment or b""):
+                if t == topic:
+                    found[p] = address
     return found
+
+
+def assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
+    """The (topic, partition)s of a consumer-protocol Assignment (version, [topic, [partition]],
+    user data), as the group listing returns it raw; [] for bytes that are not one."""
+    out = []
+    try:
+        (_version, n), at = struct.unpack_from(">hi", assignment, 0), 6
+        for _ in range(min(n, 10_000)):
+            (length,) = struct.unpack_from(">h", assignment, at)
+            topic = assignment[at + 2:at + 2 + length].decode()
+            (count,) = struct.unpack_from(">i", assignment, at + 2 + length)
+            at += 6 + length
+            if not 0 <= count <= 100_000:
+                return []
+            parts = struct.unpack_from(f">{count}i", assignment, at)
+            at += 4 * len(parts)
+            out.extend((topic, p) for p in parts)
+    except (struct.error, UnicodeDecodeError):
+        return []
+    return out
 
 
 class RateLimit:
