@@ -9,19 +9,21 @@ own limit sees the dashboard as one client)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 
 from stack_contract import COMPLETE_PREFIX_MAX, STATE_NAME, valid_repo_name
 from stack_contract.repo_card import completions, repo_card
 
 TIMEOUT_S = 10.0
 RATE_PER_S = 10.0            # per browser address: a card polled every 2 s and typing leave room
-CLIENTS_MAX = 10_000
+BURST_S = 2                  # a browser may spend two seconds' worth of its rate at once
 
 
 class Unavailable(Exception):
@@ -29,21 +31,14 @@ class Unavailable(Exception):
 
 
 class RateLimit:
-    """A token bucket per client address, a burst of two seconds' worth; forgets everyone past CLIENTS_MAX."""
+    """Requests per browser address: `rate` a second, in bursts of up to BURST_S seconds' worth (the `limits` library)."""
 
     def __init__(self, rate: float):
-        self.rate, self.burst, self.buckets, self.lock = rate, 2 * rate, {}, threading.Lock()
+        self.item = RateLimitItemPerSecond(max(1, round(BURST_S * rate)), BURST_S)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())     # its keys expire: bounded
 
     def allow(self, client: str) -> bool:
-        now = time.monotonic()
-        with self.lock:
-            if len(self.buckets) > CLIENTS_MAX:
-                self.buckets.clear()
-            tokens, last = self.buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            ok = tokens >= 1
-            self.buckets[client] = (tokens - 1 if ok else tokens, now)
-            return ok
+        return self.limiter.hit(self.item, client)
 
 
 def valid_prefix(prefix) -> bool:

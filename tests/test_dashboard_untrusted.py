@@ -275,3 +275,17 @@ def test_limits_are_validated():
     c = parse_args(["--partitions", "8", "--expected-workers", "2"], environ={"DASHBOARD_MAX_STREAMS_PER_CLIENT": "3"})
     assert (c.partitions, c.expected_workers, c.max_streams_per_client) == (8, 2, 3)
     assert create_app(c, start=False).extensions["dashboard"].board.partitions == 8
+
+
+def test_repository_lookups_are_rate_limited_per_browser():
+    """/api/repos/... costs 32-33 queries of the workers: a browser gets a burst of two seconds' worth of
+    its rate, then 429; another browser is not affected; a malformed name is refused
+    before it counts."""
+    from dashboard.repos import BURST_S, RATE_PER_S, Repos
+    repos = Repos([], rate_per_s=RATE_PER_S)          # no worker: an allowed lookup answers 503
+    burst = int(BURST_S * RATE_PER_S)
+    assert [repos.card("a/b", client="10.0.0.1")[0] for _ in range(burst)] == [503] * burst
+    assert repos.card("a/b", client="10.0.0.1")[0] == 429
+    assert repos.complete("a", client="10.0.0.1")[0] == 429
+    assert repos.card("a/b", client="10.0.0.2")[0] == 503
+    assert repos.card("not a name", client="10.0.0.3")[0] == 400

@@ -31,6 +31,10 @@ import urllib.request
 import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
+
 from ..query import QUERY_MAX_ARG, queries_of
 from .routing import key_bytes
 
@@ -130,22 +134,18 @@ def assigned_partitions(assignment: bytes) -> list[tuple[str, int]]:
     return out
 
 
+BURST_S = 2                      # a client may spend two seconds' worth of its rate at once
+
+
 class RateLimit:
-    """A token bucket per client address (a burst of two seconds' worth)."""
+    """Requests per client address: `rate` a second, in bursts of up to BURST_S seconds' worth (the `limits` library)."""
 
-    def __init__(self, rate):
-        self.rate, self.burst, self.buckets, self.lock = rate, 2 * rate, {}, threading.Lock()
+    def __init__(self, rate: float):
+        self.item = RateLimitItemPerSecond(max(1, round(BURST_S * rate)), BURST_S)
+        self.limiter = MovingWindowRateLimiter(MemoryStorage())     # its keys expire: bounded
 
-    def allow(self, client):
-        now = time.monotonic()
-        with self.lock:
-            if len(self.buckets) > 10_000:        # bounded: forget everyone rather than grow
-                self.buckets.clear()
-            tokens, last = self.buckets.get(client, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            ok = tokens >= 1
-            self.buckets[client] = (tokens - 1 if ok else tokens, now)
-            return ok
+    def allow(self, client: str) -> bool:
+        return self.limiter.hit(self.item, client)
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):
