@@ -68,7 +68,7 @@ tail:
 # Starts the broker if needed, runs pytest, stops the broker only if this run started it.
 test: env test-tools
 	@started=0; if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start && started=1; fi; \
-	$(PY) -m pytest -q -ra; rc=$$?; \
+	$(PY) -m pytest -q -ra --durations=25; rc=$$?; \
 	if [ $$started = 1 ]; then $(KAFKA) stop; fi; exit $$rc
 
 # Quick: BENCH_ENGINE_EVENTS=30000 BENCH_DAY_EVENTS=30000 make bench (defaults 300,000 and a whole

@@ -80,8 +80,8 @@ def record(name, data):
 # takes about a minute, so both outages fall inside the replay with input still to come.
 RESTART_HOURS = 24
 RESTART_EVENTS_PER_HOUR = 1200
-RESTART_SPEEDUP = 1200            # 24 archive hours in ~72 s
-OUTAGES = ((6, 0.15), (8, 0.45))  # (seconds stopped, share of the input committed before the stop)
+RESTART_SPEEDUP = 1800            # 24 archive hours in ~48 s
+OUTAGES = ((6, 0.15), (8, 0.4))   # (seconds stopped, share of the input committed before the stop)
 
 
 @pytest.fixture(scope="module")
