@@ -306,9 +306,8 @@ class RepoMetadata:
         self.emitted = True
         return self.board()
 
-    def board(self, now_ms=None) -> Leaderboard:
-        """The leaderboard as it stands, changing nothing (the app's wallaroo.Deferred renders it);
-        `now_ms`: the event time to show as window_end (default: the partition's)."""
+    def board(self) -> Leaderboard:
+        """The leaderboard as it stands, changing nothing."""
         first = self.hour - config.WINDOW_HOURS + 1
         buckets = [self.hourly.get(h) for h in range(first, self.hour + 1)]
         leaders: list[Leader] = []
@@ -319,8 +318,7 @@ class RepoMetadata:
                 "hourly": [b.get(repo, 0) if b else 0 for b in buckets],
                 "recent_events": [dict(shown) for _, _, shown in self.recent.get(repo, ())],
             })
-        return {"partition": self.partition, "window_end": iso((self.now_ms if now_ms is None else now_ms) // 1000),
-                "leaders": leaders}
+        return {"partition": self.partition, "window_end": iso(self.now_ms // 1000), "leaders": leaders}
 
 
 # RepoMetadata's slots, in order, with their types (what from_data accepts).
