@@ -20,7 +20,7 @@ from .runtime import topics
 from .runtime.event_time import DEFAULT_MAX_EVENT_TIME_SKEW_MS
 from .runtime.metrics import event_time_lag_ms
 from .runtime.queries import answer
-from .runtime.routing import EVENT_TIME_KEY, key_from_bytes
+from .runtime.routing import describe_key, key_from_bytes
 from .runtime.serde import Serde
 from .runtime.state import StoredRecord
 from .runtime.task import Task
@@ -188,10 +188,18 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     # The final states as a restore would read them back from the changelog.
     stores = {store.changelog: store for store in task.stores.values()}
     result.states = {store.name: {} for store in stores.values()}
-    for (topic, kb), blob in collector.changelog.items():
-        if blob is not None and kb != EVENT_TIME_KEY:
-            store = stores[topic]
-            result.states[store.name][key_from_bytes(kb)] = store.codec.decode(blob)
+    raw = {topic: {} for topic in stores}
+    for (topic, ck), blob in collector.changelog.items():
+        if blob is not None:
+            raw[topic][ck] = blob
+    for topic, records in raw.items():
+        store = stores[topic]
+        table, _saved, _ms, bad = store.read(records)
+        if bad:
+            _keys, record, error = bad[0]
+            raise ValueError(f"state {store.name!r}: the changelog record of {describe_key(record.key())} does "
+                             f"not read back: {type(error).__name__}: {error}") from error
+        result.states[store.name].update({key_from_bytes(kb): state for kb, state in table.items()})
     result.metrics = task.metrics.snapshot({"dead_letters": task.stats["dead"], "partitions": partitions,
                                             "event_time_lag_ms": event_time_lag_ms(task.clock.newest)})
     return result

@@ -22,7 +22,7 @@ from confluent_kafka import (OFFSET_BEGINNING, Consumer, ConsumerGroupTopicParti
                              KafkaException, Producer, TopicPartition)
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from .routing import EVENT_TIME_KEY
+from .routing import EVENT_TIME_KEY, state_key_of
 from . import clients, topics
 
 log = logging.getLogger("wallaroo.operations")
@@ -181,7 +181,8 @@ def count_changelog_keys(bootstrap, topic, partitions, timeout_s=60.0):
                     pending.discard(m.partition())
     finally:
         c.close()
-    return {p: (None if p in pending else len(keys[p])) for p in partitions}
+    # An object saved as entries has one key per entry: count the objects.
+    return {p: (None if p in pending else len({state_key_of(k) for k in keys[p]})) for p in partitions}
 
 
 def _end_offsets(admin, tps, isolation=IsolationLevel.READ_UNCOMMITTED):

@@ -13,6 +13,10 @@ WATERMARK_HEADER = "w-watermark"  # marks a watermark record; value is the event
 # Tags of key bytes: s (str), i (int), b (bytes), d (anything else that is plain data: a tuple, a float,
 # None...). EVENT_TIME_KEY is the engine's own changelog record of a state partition's event time.
 EVENT_TIME_KEY = b"t"
+# Tag of an entry's changelog key: one entry of a state object that saves itself as entries
+# (`changed_entries` / `from_entries`, state.py): the object's key bytes, length first, then the
+# entry's name.
+ENTRY_TAG = b"e"
 
 
 def key_bytes(key) -> bytes:
@@ -57,9 +61,39 @@ def key_from_bytes(data: bytes):
     return key
 
 
+def entry_key(kb: bytes, name: str) -> bytes:
+    """The changelog key of entry `name` of the state object of key bytes `kb`."""
+    return ENTRY_TAG + len(kb).to_bytes(4, "big") + kb + name.encode("utf-8", "surrogatepass")
+
+
+def split_entry_key(data: bytes) -> tuple[bytes, str]:
+    """(key bytes of the object, entry name) of an entry_key; ValueError when `data` is not one."""
+    if type(data) is not bytes or data[:1] != ENTRY_TAG or len(data) < 5:
+        raise ValueError(f"not an entry key: {data[:40]!r}")
+    n = int.from_bytes(data[1:5], "big")
+    kb = data[5:5 + n]
+    if len(kb) != n:
+        raise ValueError(f"malformed entry key {data[:40]!r}")
+    key_from_bytes(kb)
+    try:
+        return kb, data[5 + n:].decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"malformed entry name: {e}") from None
+
+
+def state_key_of(data: bytes) -> bytes:
+    """The key bytes of the state object a changelog key belongs to (itself unless an entry key)."""
+    if type(data) is bytes and data[:1] == ENTRY_TAG and len(data) >= 5:
+        return data[5:5 + int.from_bytes(data[1:5], "big")]
+    return data
+
+
 def describe_key(data) -> str:
     """A partition key for a log line, whatever the bytes hold."""
     try:
+        if type(data) is bytes and data[:1] == ENTRY_TAG:
+            kb, name = split_entry_key(data)
+            return f"{key_from_bytes(kb)!r} entry {name!r:.60}"
         return repr(key_from_bytes(data))
     except (ValueError, TypeError):
         return f"<undecodable key {data[:40]!r}>"

@@ -32,8 +32,8 @@ _TUPLE, _SET, _FROZENSET, _DICT, _BIGINT, _DEFAULTDICT, _COUNTER, _SURROGATES = 
 _FACTORIES = {f.__name__: f for f in (int, float, str, bytes, bool, list, dict, set, tuple)}
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
 
-# State record formats (first byte).
-ATTRIBUTES, TO_DATA, PICKLED = b"A", b"T", b"P"
+# State record formats (first byte); ENTRY: one entry of an object saved as entries.
+ATTRIBUTES, TO_DATA, PICKLED, ENTRY = b"A", b"T", b"P", b"E"
 
 
 class NotData(TypeError):
@@ -224,7 +224,10 @@ class StateCodec:
     A state object is written as its attributes (`vars()` and `__slots__`), each plain data, or as
     what its class's `to_data()` returns; it is read back into a new instance of `state_class` only:
     `state_class()` with the attributes set on it (an attribute the record lacks keeps the value
-    `__init__` gave it), or `state_class.from_data(data)`."""
+    `__init__` gave it), or `state_class.from_data(data)`.
+
+    A class with `changed_entries()` and `from_entries(entries)` is saved as entries instead: one
+    changelog record per entry it reports changed, each value plain data (`entries` is True)."""
 
     def __init__(self, state_name, state_class, unsafe_pickle=False):
         self.state_name = state_name
@@ -233,6 +236,53 @@ class StateCodec:
         self.to_data = getattr(state_class, "to_data", None)
         self.from_data = getattr(state_class, "from_data", None)
         self.slots = [s for k in state_class.__mro__ for s in _slot_names(k)]
+        self.changed_entries = getattr(state_class, "changed_entries", None)
+        self.from_entries = getattr(state_class, "from_entries", None)
+        self.entries = self.changed_entries is not None and self.from_entries is not None
+
+    def encode_changes(self, state):
+        """[(entry name, value bytes or None: deleted)] of what `state` changed since the last call."""
+        changes = state.changed_entries()
+        out = []
+        for name, value in changes.items():
+            if type(name) is not str or not name:
+                raise StateEncodingError(f"state {self.state_name!r}: {type(state).__qualname__}.changed_entries() "
+                                         f"named an entry {name!r:.60}: entry names are non-empty strings")
+            if value is None:
+                out.append((name, None))
+            elif self.unsafe_pickle:
+                out.append((name, PICKLED + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)))
+            else:
+                try:
+                    out.append((name, ENTRY + DATA.encode(value)))
+                except NotData as e:
+                    raise StateEncodingError(
+                        f"state {self.state_name!r}: cannot save entry {name!r:.60} of a "
+                        f"{type(state).__qualname__} to its changelog: {e.path or 'its value'} is a {e.value_type}, "
+                        f"which is not plain data (str, numbers, bytes, None, lists, tuples, dicts, sets)") from None
+        return out
+
+    def decode_entries(self, blobs: dict):
+        """{entry name: value bytes} -> a new state object; ValueError when they are not this state's."""
+        entries = {}
+        for name, blob in blobs.items():
+            if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < 1:
+                raise ValueError(f"entry {name!r:.60}: empty changelog value")
+            kind, body = bytes(blob[:1]), memoryview(blob)[1:]
+            if kind == ENTRY:
+                entries[name] = DATA.decode(body)
+            elif kind == PICKLED:
+                if not self.unsafe_pickle:
+                    raise ValueError(f"entry {name!r:.60} is pickled, and pickle is not enabled (loading it could "
+                                     f"run any code; run the worker with --unsafe-pickle only if the topic is trusted)")
+                entries[name] = pickle.loads(body)
+            else:
+                raise ValueError(f"entry {name!r:.60}: unknown entry record format {kind!r}")
+        state = self.from_entries(entries)
+        if type(state) is not self.state_class:
+            raise ValueError(f"decoded a {type(state).__qualname__}, not the state class "
+                             f"{self.state_class.__qualname__} of state {self.state_name!r}")
+        return state
 
     def encode(self, state) -> bytes:
         if self.unsafe_pickle:

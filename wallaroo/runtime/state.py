@@ -1,15 +1,19 @@
 """Partitioned state: live Python objects in memory, restored from a compacted changelog topic.
 
 State objects are never serialized per message. At each checkpoint the objects whose computation
-reported a change are encoded once into the changelog (partition p of the changelog mirrors
-partition p of the repartition topic), inside the checkpoint's transaction, as data (serde.py). The
-changelog also holds, under the engine's own key, each partition's event time, so a restarted worker
-knows how far the stream had got (the reference of the event-time bound, event_time.py).
+reported a change are written to the changelog (partition p of the changelog mirrors partition p of
+the repartition topic), inside the checkpoint's transaction, as data (serde.py): whole, one record per
+object, or, for a class that saves itself as entries (`changed_entries()` / `from_entries()`), one
+record per entry it changed, so a big object that changes a little writes a little (Kafka Streams
+writes a key-value store's changelog entry by entry for the same reason). The changelog also holds,
+under the engine's own key, each partition's event time, so a restarted worker knows how far the
+stream had got (the reference of the event-time bound, event_time.py).
 
 A changelog value that does not decode into the state's class (written by someone else, or by an
 incompatible version) is skipped at restore, reported as a dead letter, and replaced by a tombstone at
-the next checkpoint: that key starts over from a new state object. Its old value cannot be recovered
-from a record that is not one, and a new object is better than a half-read one.
+the next checkpoint (every entry of an object saved as entries): that key starts over from a new
+state object. Its old value cannot be recovered from a record that is not one, and a new object is
+better than a half-read one.
 """
 import logging
 import time
@@ -20,7 +24,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from .clients import end_offsets_probe_config, restore_consumer_config
 from .errors import retrying
 from .event_time import decode_watermark, encode_watermark
-from .routing import EVENT_TIME_KEY, describe_key, key_from_bytes
+from .routing import ENTRY_TAG, EVENT_TIME_KEY, describe_key, entry_key, key_from_bytes, split_entry_key
 
 log = logging.getLogger("wallaroo.state")
 BAD_RECORDS_LOGGED = 20          # per partition restored; then they are counted
@@ -70,6 +74,7 @@ class StateStore:
         self.state_class = state_class
         self.changelog = changelog
         self.codec = codec
+        self.entries = codec.entries            # saved as entries (changed_entries / from_entries)?
         self.on_bad_record = on_bad_record      # (StoredRecord, error): a changelog value skipped at restore
         self.on_event_time = on_event_time      # (ms): a partition's event time read back at restore
         # (store, partition, key bytes, state, ms): a new object of a partition already at event time ms
@@ -78,8 +83,9 @@ class StateStore:
         self.dirty = {}           # partition -> set of key bytes changed since the last checkpoint
         self.event_time = {}      # partition -> newest watermark seen (ms)
         self.saved = {}           # partition -> {key bytes: changelog value as of the last checkpoint}
+                                  # (saved as entries: {entry name: value})
         self.journal = {}         # partition -> {key bytes: [(plan step or None, data, ts)] since then}
-        self.tombstones = {}      # partition -> key bytes to delete from the changelog at the next checkpoint
+        self.tombstones = {}      # partition -> changelog keys to delete at the next checkpoint
         self.saved_time = {}      # partition -> event time last written to the changelog
 
     def get(self, partition, kb):
@@ -115,23 +121,43 @@ class StateStore:
     def as_saved(self, partition, kb):
         """A new object equal to `kb`'s as of the last checkpoint (a fresh one if it had none)."""
         blob = self.saved.get(partition, {}).get(kb)
-        return self.state_class() if blob is None else self.codec.decode(blob)
+        if blob is None:
+            return self.state_class()
+        return self.codec.decode_entries(blob) if self.entries else self.codec.decode(blob)
 
     def changelog_records(self):
-        """(partition, key bytes, value) for each changed object (value None: a tombstone) and each
-        partition whose event time moved; clears the dirty marks and the journal."""
+        """(partition, changelog key, value) for each changed object (value None: a tombstone) and each
+        partition whose event time moved; clears the dirty marks and the journal.
+
+        An object saved whole is one record under its key bytes; an object saved as entries writes
+        only the entries it reports changed, each under routing.entry_key. Tombstones of records
+        skipped at restore go first, so a key written again in the same checkpoint keeps its value."""
+        for partition, keys in self.tombstones.items():
+            for key in keys:
+                yield partition, key, None
         for partition, keys in self.dirty.items():
             table = self.partitions.get(partition, {})
             saved = self.saved.setdefault(partition, {})
             for kb in keys:
-                if kb in table:
-                    blob = saved[kb] = self.codec.encode(table[kb])
+                state = table.get(kb)
+                if state is None:
+                    continue
+                if not self.entries:
+                    blob = saved[kb] = self.codec.encode(state)
                     yield partition, kb, blob
-        for partition, keys in self.tombstones.items():
-            live = self.partitions.get(partition, {})
-            for kb in keys:
-                if kb not in live:          # a key that got a new object has just been written
-                    yield partition, kb, None
+                    continue
+                kept = saved.get(kb)
+                if kept is None:
+                    kept = saved[kb] = {}
+                for name, blob in self.codec.encode_changes(state):
+                    if blob is None:
+                        if kept.pop(name, None) is None:
+                            continue            # never written: nothing to delete
+                    else:
+                        kept[name] = blob
+                    yield partition, entry_key(kb, name), blob
+                if not kept:
+                    del saved[kb]
         for partition, ms in self.event_time.items():
             if self.saved_time.get(partition, -1) < ms:
                 self.saved_time[partition] = ms
@@ -140,33 +166,59 @@ class StateStore:
         self.tombstones = {}
         self.journal = {}
 
-    def adopt(self, partition, raw):
-        """Take over `partition` with `raw` {key bytes: changelog value} as restored from the changelog."""
-        table, saved, skipped = {}, {}, 0
-        for kb, blob in raw.items():
+    def read(self, raw):
+        """{changelog key: value} of one partition -> ({key bytes: object}, {key bytes: saved form},
+        event time or None, [(changelog keys, StoredRecord, error)] of what does not decode)."""
+        table, saved, bad, ms = {}, {}, [], None
+        groups = {}                     # key bytes -> {entry name: value}, {entry name: changelog key}
+        for ck, blob in raw.items():
             try:
-                if kb == EVENT_TIME_KEY:
+                if ck == EVENT_TIME_KEY:
                     ms = decode_watermark(blob)
-                    self.saved_time[partition] = ms
-                    if self.on_event_time is not None:
-                        self.on_event_time(ms)
-                    continue
-                key_from_bytes(kb)
-                table[kb] = self.codec.decode(blob)
-                saved[kb] = blob
+                elif ck[:1] == ENTRY_TAG:
+                    kb, name = split_entry_key(ck)
+                    if not self.entries:
+                        raise ValueError(f"an entry record, but {self.state_class.__qualname__} has no "
+                                         f"changed_entries/from_entries")
+                    values, keys = groups.setdefault(kb, ({}, {}))
+                    values[name], keys[name] = blob, ck
+                else:
+                    key_from_bytes(ck)
+                    if self.entries:
+                        raise ValueError(f"a whole-object record, but {self.state_class.__qualname__} saves "
+                                         f"itself as entries")
+                    table[ck] = self.codec.decode(blob)
+                    saved[ck] = blob
             except Exception as e:  # noqa: BLE001 - anything in the record, or a from_data, may fail
-                if kb is not None:          # (a compacted topic refuses records without a key)
-                    self.tombstones.setdefault(partition, set()).add(kb)
-                skipped += 1
-                if skipped <= BAD_RECORDS_LOGGED:
-                    log.error("state %r partition %d: skipped the changelog value of key %s (%d bytes): %s: %s; "
-                              "that key starts from a new state object", self.name, partition, describe_key(kb),
-                              len(blob or b""), type(e).__name__, e)
-                if self.on_bad_record is not None:
-                    self.on_bad_record(StoredRecord(self.changelog, partition, -1, kb, blob), e)
-        if skipped > BAD_RECORDS_LOGGED:
+                bad.append(([ck] if ck is not None else [], StoredRecord(self.changelog, -1, -1, ck, blob), e))
+        for kb, (values, keys) in groups.items():
+            try:
+                table[kb] = self.codec.decode_entries(values)
+                saved[kb] = values
+            except Exception as e:  # noqa: BLE001 - from_entries is application code
+                name = next(iter(values))
+                bad.append((list(keys.values()), StoredRecord(self.changelog, -1, -1, keys[name], values[name]), e))
+        return table, saved, ms, bad
+
+    def adopt(self, partition, raw):
+        """Take over `partition` with `raw` {changelog key: value} as restored from the changelog."""
+        table, saved, ms, bad = self.read(raw)
+        if ms is not None:
+            self.saved_time[partition] = ms
+            if self.on_event_time is not None:
+                self.on_event_time(ms)
+        for n, (keys, record, e) in enumerate(bad, 1):
+            # (a compacted topic refuses records without a key)
+            self.tombstones.setdefault(partition, set()).update(k for k in keys if k)
+            if n <= BAD_RECORDS_LOGGED:
+                log.error("state %r partition %d: skipped the changelog value of key %s (%d bytes): %s: %s; "
+                          "that key starts from a new state object", self.name, partition,
+                          describe_key(record.key()), len(record.value() or b""), type(e).__name__, e)
+            if self.on_bad_record is not None:
+                self.on_bad_record(StoredRecord(self.changelog, partition, -1, record.key(), record.value()), e)
+        if len(bad) > BAD_RECORDS_LOGGED:
             log.error("state %r partition %d: %d changelog values skipped in all (see the dead letters)",
-                      self.name, partition, skipped)
+                      self.name, partition, len(bad))
         self.partitions[partition] = table
         self.saved[partition] = saved
         self.event_time.pop(partition, None)
