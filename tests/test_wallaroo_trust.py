@@ -479,7 +479,7 @@ def test_wall_clock_timestamp_cannot_close_windows_even_right_after_a_restart(ka
     assert w.poll() is None
 
 
-class Tally:
+class EntryTally:
     """State saved as entries: one per word."""
 
     def __init__(self):
@@ -507,7 +507,7 @@ def test_state_saved_as_entries_writes_what_changed_and_skips_a_bad_object_whole
     from wallaroo.runtime.routing import entry_key, split_entry_key
     from wallaroo.runtime.state import StateStore
     bad_records = []
-    store = StateStore("tally", Tally, "cl", StateCodec("tally", Tally), on_bad_record=lambda m, e: bad_records.append(m))
+    store = StateStore("tally", EntryTally, "cl", StateCodec("tally", EntryTally), on_bad_record=lambda m, e: bad_records.append(m))
     good, bad = key_bytes("g"), key_bytes("b")
     raw = {entry_key(good, "x"): ENTRY + DATA.encode(2), entry_key(good, "y"): ENTRY + DATA.encode(1),
            entry_key(bad, "x"): ENTRY + DATA.encode(5), entry_key(bad, "z"): ENTRY + DATA.encode("five"),
