@@ -348,8 +348,9 @@ class RepoMetadata:
         self.emitted = True
         return self.board()
 
-    def board(self) -> Leaderboard:
-        """The leaderboard as it stands, changing nothing."""
+    def board(self, now_ms=None) -> Leaderboard:
+        """The leaderboard as it stands, changing nothing (the app's wallaroo.Deferred renders it);
+        `now_ms`: the event time to show as window_end (default: the partition's)."""
         first = self.hour - config.WINDOW_HOURS + 1
         buckets = [self.hourly.get(h) for h in range(first, self.hour + 1)]
         leaders: list[Leader] = []
@@ -360,7 +361,8 @@ class RepoMetadata:
                 "hourly": [b.get(repo, 0) if b else 0 for b in buckets],
                 "recent_events": [dict(shown) for _, _, shown in self.recent.get(repo, ())],
             })
-        return {"partition": self.partition, "window_end": iso(self.now_ms // 1000), "leaders": leaders}
+        now_ms = self.now_ms if now_ms is None else now_ms
+        return {"partition": self.partition, "window_end": iso(now_ms // 1000), "leaders": leaders}
 
 
 # The shapes from_entries accepts (strict: no "1" for 1).
