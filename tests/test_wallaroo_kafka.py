@@ -323,8 +323,24 @@ def test_restore_waits_for_a_checkpoint_still_being_committed(kafka, topic_name)
     assert codec.decode(result[0][kb]).counts == {"w01": 2}
 
 
+def test_an_idle_worker_commits_without_waiting_for_its_interval(kafka, topic_name, workers):
+    """Once nothing is left to read, the worker commits what it did (an early checkpoint), though its
+    checkpoint interval is far longer than the test: outputs, state and offsets, exactly once; and
+    again after more input, with the worker alive the whole time."""
+    src, sink, app_id = topic_name("idle-in"), topic_name("idle-out"), topic_name("idle")
+    create_topic(kafka, src, 2)
+    first, more = word_lines(150, seed=5), word_lines(100, seed=6)
+    produce(kafka, src, first)
+    w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000")
+    assert_exactly_once(kafka, sink, app_id, first)
+    produce(kafka, src, more)
+    assert_exactly_once(kafka, sink, app_id, first + more)
+    assert w.poll() is None, "the worker stopped: only a checkpoint on shutdown would have committed"
+
+
 def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, workers):
-    """With a checkpoint interval far longer than the test, only the shutdown can commit: after SIGTERM
+    """With a checkpoint interval far longer than the test (and no early checkpoint when idle), only the
+    shutdown can commit: after SIGTERM
     the group's source offsets are at the end and the repartitioned records are committed; a restarted
     worker then finishes the state work, every output exactly once."""
     from confluent_kafka import Consumer, TopicPartition
@@ -334,7 +350,8 @@ def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, wo
     produce(kafka, src, lines)
     words = sum(expected_counts(lines).values())
     repartition = topics.repartition_topic(app_id, "word counts")
-    w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000")
+    w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000",
+                      "--idle-checkpoint-ms", "0")
     wait_for(lambda: len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5)) >= words,
              60, "the worker to route every word (uncommitted)")
     assert read_topic(kafka, repartition, idle_s=0.5, timeout_s=5) == [], "committed before the interval"

@@ -170,6 +170,11 @@ class Checkpointer:
     def commits(self):
         return self.transactions.commits
 
+    @property
+    def pending(self):
+        """Whether anything was read or produced since the last checkpoint (outputs come from records)."""
+        return bool(self.offsets) or self.collector.pending
+
     def checkpoint(self, rewind=True):
         """Commit everything since the last checkpoint in one transaction.
 

@@ -39,6 +39,9 @@ def parser():
                         "name. Two deployments of one application on one broker need different ids")
     p.add_argument("--checkpoint-interval-ms", type=int, default=defaults.checkpoint_interval_ms,
                    help="how often one transaction commits outputs, state and offsets (default %(default)s)")
+    p.add_argument("--idle-checkpoint-ms", type=int, default=defaults.idle_checkpoint_ms,
+                   help="with nothing left to read, commit what is done at once, at most this often "
+                        "(default %(default)s; 0: only every checkpoint interval)")
     p.add_argument("--transaction-timeout-ms", type=int, default=defaults.transaction_timeout_ms,
                    help="how long a crashed worker's open transaction can block readers (default %(default)s)")
     p.add_argument("--session-timeout-ms", type=int, default=defaults.session_timeout_ms,
@@ -139,7 +142,7 @@ def main(argv=None):
         sys.exit(f"machida: the application is malformed: {e}")
     worker = Worker(app, module, WorkerOptions(
         name=opts.name, application_id=opts.application_id,
-        checkpoint_interval_ms=opts.checkpoint_interval_ms,
+        checkpoint_interval_ms=opts.checkpoint_interval_ms, idle_checkpoint_ms=opts.idle_checkpoint_ms,
         transaction_timeout_ms=opts.transaction_timeout_ms, session_timeout_ms=opts.session_timeout_ms,
         purge_interval_ms=opts.purge_interval_ms, replication_factor=opts.replication_factor,
         min_insync_replicas=opts.min_insync_replicas, bootstrap=opts.bootstrap_servers,

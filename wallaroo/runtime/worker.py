@@ -49,6 +49,9 @@ class WorkerOptions:
     name: str = "worker"
     application_id: str | None = None
     checkpoint_interval_ms: int = 1000    # how often one transaction commits outputs, state and offsets
+    # With nothing left to read, commit what is done at once, not at the interval (its readers see it
+    # sooner), but at most this often (0: only at the interval).
+    idle_checkpoint_ms: int = 100
     transaction_timeout_ms: int = 10000   # how long a crashed worker's open transaction can block readers
     session_timeout_ms: int = 10000       # how soon the group notices a worker is gone
     stats_interval_s: float = 10.0
@@ -212,6 +215,8 @@ class Worker:
                  self.app.name, self.app_id, self.app_id, self.partitions)
         interval = self.opts.checkpoint_interval_ms / 1000.0
         next_checkpoint = time.monotonic() + interval
+        idle_gap = self.opts.idle_checkpoint_ms / 1000.0
+        last_checkpoint = time.monotonic()
         next_stats, last = time.monotonic() + self.opts.stats_interval_s, dict(self.task.stats)
         next_snapshot = time.monotonic() if self.publisher else float("inf")
         handlers = {t: self.task.process_source for t in self.task.source_topics}
@@ -220,16 +225,17 @@ class Worker:
             while self.running:
                 try:
                     # an idle consume would hold a query for its whole timeout: wait less when serving them
-                    self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
+                    got = self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
                     if self._replace_clients is not None:
                         why, self._replace_clients = self._replace_clients, None
                         raise ClientsBroken(why)
                     if self.queries is not None:
                         self.queries.serve()
                     now = time.monotonic()
-                    if now >= next_checkpoint:
+                    if now >= next_checkpoint or (not got and idle_gap and now >= last_checkpoint + idle_gap
+                                                  and self.checkpointer.pending):
                         self.checkpointer.checkpoint()
-                        next_checkpoint = now + interval
+                        next_checkpoint, last_checkpoint = now + interval, now
                     if self.checkpointer.purge_due(now):
                         self.checkpointer.purge(self.admin)
                 except ClientsBroken as e:
@@ -246,9 +252,12 @@ class Worker:
             self._close()
 
     def _consume(self, handlers, timeout_s):
+        """Handle what one poll brings; returns how many records it brought."""
         consumer, offsets = self.consumer, self.checkpointer.offsets
+        batch = ()
         try:
-            for m in consumer.consume(1000, timeout_s):
+            batch = consumer.consume(1000, timeout_s)
+            for m in batch:
                 err = m.error()
                 if err is not None:
                     if err.fatal():
@@ -263,6 +272,7 @@ class Worker:
             raise
         except KafkaException as e:   # from producing: the producer or its transaction broke
             self.checkpointer.recover(e)
+        return len(batch)
 
     def stop(self):
         self.running = False
