@@ -182,7 +182,7 @@ class Checkpointer:
         its last committed offsets and state; without it (the partitions are going anyway) the
         progress is only forgotten."""
         self.task.flush_outputs()        # coalesced sink outputs join this transaction
-        if not self.offsets and not self.collector.pending:
+        if not self.pending:
             return
         started = time.perf_counter()
         wm = self.task.emit_watermarks()

@@ -66,14 +66,22 @@ def entry_key(kb: bytes, name: str) -> bytes:
     return ENTRY_TAG + len(kb).to_bytes(4, "big") + kb + name.encode("utf-8", "surrogatepass")
 
 
-def split_entry_key(data: bytes) -> tuple[bytes, str]:
-    """(key bytes of the object, entry name) of an entry_key; ValueError when `data` is not one."""
+def _entry_object_key(data) -> bytes | None:
+    """The object's key bytes in an entry key's layout (tag, 4-byte length, key bytes, name); None
+    when `data` does not have that layout.  The one place that reads it."""
     if type(data) is not bytes or data[:1] != ENTRY_TAG or len(data) < 5:
-        raise ValueError(f"not an entry key: {data[:40]!r}")
+        return None
     n = int.from_bytes(data[1:5], "big")
     kb = data[5:5 + n]
-    if len(kb) != n:
-        raise ValueError(f"malformed entry key {data[:40]!r}")
+    return kb if len(kb) == n else None
+
+
+def split_entry_key(data: bytes) -> tuple[bytes, str]:
+    """(key bytes of the object, entry name) of an entry_key; ValueError when `data` is not one."""
+    kb = _entry_object_key(data)
+    if kb is None:
+        raise ValueError(f"not an entry key: {data[:40]!r}")
+    n = len(kb)
     key_from_bytes(kb)
     try:
         return kb, data[5 + n:].decode("utf-8", "surrogatepass")
@@ -83,13 +91,14 @@ def split_entry_key(data: bytes) -> tuple[bytes, str]:
 
 def state_key_of(data: bytes) -> bytes:
     """The key bytes of the state object a changelog key belongs to (itself unless an entry key)."""
-    if type(data) is bytes and data[:1] == ENTRY_TAG and len(data) >= 5:
-        return data[5:5 + int.from_bytes(data[1:5], "big")]
-    return data
+    kb = _entry_object_key(data)
+    return data if kb is None else kb
 
 
 def describe_key(data) -> str:
     """A partition key for a log line, whatever the bytes hold."""
+    if data == EVENT_TIME_KEY:
+        return "the partition's event time"
     try:
         if type(data) is bytes and data[:1] == ENTRY_TAG:
             kb, name = split_entry_key(data)

@@ -218,6 +218,13 @@ def _message_dumps(message):
                         f"with --unsafe-pickle)") from None
 
 
+def _split_record(blob, empty_error):
+    """(format byte, body) of a changelog value; ValueError(empty_error) when there is no value."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < 1:
+        raise ValueError(empty_error)
+    return bytes(blob[:1]), memoryview(blob)[1:]
+
+
 class StateCodec:
     """State objects of one state name <-> changelog values.
 
@@ -266,19 +273,23 @@ class StateCodec:
         """{entry name: value bytes} -> a new state object; ValueError when they are not this state's."""
         entries = {}
         for name, blob in blobs.items():
-            if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < 1:
-                raise ValueError(f"entry {name!r:.60}: empty changelog value")
-            kind, body = bytes(blob[:1]), memoryview(blob)[1:]
+            kind, body = _split_record(blob, f"entry {name!r:.60}: empty changelog value")
             if kind == ENTRY:
                 entries[name] = DATA.decode(body)
             elif kind == PICKLED:
-                if not self.unsafe_pickle:
-                    raise ValueError(f"entry {name!r:.60} is pickled, and pickle is not enabled (loading it could "
-                                     f"run any code; run the worker with --unsafe-pickle only if the topic is trusted)")
-                entries[name] = pickle.loads(body)
+                entries[name] = self._unpickle(body, f"entry {name!r:.60} is pickled")
             else:
                 raise ValueError(f"entry {name!r:.60}: unknown entry record format {kind!r}")
-        state = self.from_entries(entries)
+        return self._checked(self.from_entries(entries))
+
+    def _unpickle(self, body, what):
+        if not self.unsafe_pickle:
+            raise ValueError(f"{what}, and pickle is not enabled (loading it could run any code; run the "
+                             f"worker with --unsafe-pickle only if the topic is trusted)")
+        return pickle.loads(body)
+
+    def _checked(self, state):
+        """`state` if it is an instance of exactly this state's class (a record cannot pick another)."""
         if type(state) is not self.state_class:
             raise ValueError(f"decoded a {type(state).__qualname__}, not the state class "
                              f"{self.state_class.__qualname__} of state {self.state_name!r}")
@@ -326,14 +337,9 @@ class StateCodec:
 
     def decode(self, blob):
         """A changelog value -> a new state object; ValueError when it is not one of this state's."""
-        if not isinstance(blob, (bytes, bytearray, memoryview)) or len(blob) < 1:
-            raise ValueError("empty changelog value")
-        kind, body = bytes(blob[:1]), memoryview(blob)[1:]
-        if kind == PICKLED or blob[:1] == b"\x80":     # b"\x80": a pickle written before the data codec
-            if not self.unsafe_pickle:
-                raise ValueError("a pickled state object, and pickle is not enabled (loading it could run any "
-                                 "code; run the worker with --unsafe-pickle only if the topic is trusted)")
-            state = pickle.loads(body if kind == PICKLED else blob)
+        kind, body = _split_record(blob, "empty changelog value")
+        if kind == PICKLED or kind == b"\x80":     # b"\x80": a pickle written before the data codec
+            state = self._unpickle(body if kind == PICKLED else blob, "a pickled state object")
         elif kind == TO_DATA:
             if self.from_data is None:
                 raise ValueError(f"written by {self.state_class.__qualname__}.to_data(), but the class has no from_data")
@@ -342,10 +348,7 @@ class StateCodec:
             state = self._from_attributes(DATA.decode(body))
         else:
             raise ValueError(f"unknown state record format {kind!r}")
-        if type(state) is not self.state_class:
-            raise ValueError(f"decoded a {type(state).__qualname__}, not the state class "
-                             f"{self.state_class.__qualname__} of state {self.state_name!r}")
-        return state
+        return self._checked(state)
 
     def _from_attributes(self, attrs):
         if type(attrs) is not dict:

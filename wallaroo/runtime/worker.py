@@ -252,7 +252,8 @@ class Worker:
             self._close()
 
     def _consume(self, handlers, timeout_s):
-        """Handle what one poll brings; returns how many records it brought."""
+        """Handle what one poll brings; returns how many messages it brought (partition EOFs and errors
+        count too: the run loop only asks whether the poll was empty)."""
         consumer, offsets = self.consumer, self.checkpointer.offsets
         batch = ()
         try:
