@@ -267,7 +267,7 @@ def wait_for_takeover(w1, timeout_s=60):
     def owns_all():
         log = w1.log_path.read_text()
         last = log[log.rindex("w1: revoking"):]
-        return re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]; \S+ \[0, 1, 2, 3\]", last) or None
+        return re.search(r"w1: assigned \S+-repartition \[0, 1, 2, 3\]; \S+ \[0, 1, 2, 3\]", last)
     try:
         wait_for(owns_all, timeout_s, "w1 to own every partition after its last rebalance")
     except AssertionError as e:

@@ -80,11 +80,11 @@ def split_entry_key(data: bytes) -> tuple[bytes, str]:
     """(key bytes of the object, entry name) of an entry_key; ValueError when `data` is not one."""
     kb = _entry_object_key(data)
     if kb is None:
-        raise ValueError(f"not an entry key: {data[:40]!r}")
-    n = len(kb)
+        what = "malformed entry key" if type(data) is bytes and data[:1] == ENTRY_TAG else "not an entry key:"
+        raise ValueError(f"{what} {data[:40]!r}")
     key_from_bytes(kb)
     try:
-        return kb, data[5 + n:].decode("utf-8", "surrogatepass")
+        return kb, data[5 + len(kb):].decode("utf-8", "surrogatepass")
     except UnicodeDecodeError as e:
         raise ValueError(f"malformed entry name: {e}") from None
 
