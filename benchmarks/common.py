@@ -247,9 +247,12 @@ class Probe:
     def caught_up(self, topic: str) -> bool:
         """Whether the group has committed everything in `topic`, a topic only transactions write.
 
-        Once no transaction is open on a partition (stable end = high watermark), its last record
-        is a commit marker, which consumers skip past.  (The stable end alone would let the check
-        pass while the last transaction's markers are still being written: its records unread.)"""
+        Once no transaction is open on a partition (stable end = high watermark), it ends in commit
+        markers, one per producer that wrote it last.  Our workers commit that end (the EOF's offset,
+        Checkpointer.reached_end); a consumer that commits the offset after its last record stops
+        short of it, by one marker when one producer writes the topic (the Quix Streams peer).  (The
+        stable end alone would let the check pass while the last transaction's markers are still
+        being written: its records unread.)"""
         tps = self.partitions(topic)
         if not tps:
             return False

@@ -162,6 +162,7 @@ class Checkpointer:
         self.consumer = consumer
         self.restore = restore
         self.offsets = {}                 # (topic, partition) -> next offset, since the last checkpoint
+        self.committed = {}               # (topic, partition) -> the offset this worker last committed
         self.purgeable = {}               # repartition (topic, partition) -> committed offset
         self.purge_interval_s = purge_interval_ms / 1000.0
         self.next_purge = time.monotonic() + self.purge_interval_s
@@ -174,6 +175,17 @@ class Checkpointer:
     def pending(self):
         """Whether anything was read or produced since the last checkpoint (outputs come from records)."""
         return bool(self.offsets) or self.collector.pending
+
+    def reached_end(self, topic, partition, end):
+        """The consumer reached a partition's end (its last stable offset): every record below it was
+        read or is not for reading (commit markers, aborted records). A transactional topic ends in
+        markers, one per producer whose transaction wrote it last, so the record after the last one
+        read can lie short of the end; committing the end lets `machida status` and Kafka's own tools
+        show a caught-up group with no lag. Past this worker's position only: an end already
+        committed costs no checkpoint."""
+        key = (topic, partition)
+        if end > self.offsets.get(key, self.committed.get(key, -1)):
+            self.offsets[key] = end
 
     def checkpoint(self, rewind=True):
         """Commit everything since the last checkpoint in one transaction.
@@ -202,6 +214,7 @@ class Checkpointer:
         for (topic, p), offset in self.offsets.items():
             if topic in self.task.stores:
                 self.purgeable[(topic, p)] = offset
+        self.committed.update(self.offsets)
         self.offsets.clear()
         self.collector.pending = False
         if self.task.metrics is not None:
@@ -242,6 +255,7 @@ class Checkpointer:
         """Partitions that leave this worker: no offsets to commit for them, no state to keep."""
         for tp in partitions:
             self.offsets.pop((tp.topic, tp.partition), None)
+            self.committed.pop((tp.topic, tp.partition), None)
         self.task.drop_state(partitions)
 
     def purge_due(self, now):

@@ -49,6 +49,10 @@ def consumer_config(bootstrap, group_id, client_id, session_timeout_ms, log=None
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
+        # The end of a partition can lie past its last record: the commit markers of the transactions
+        # that wrote it. Checkpoints commit the end the EOF names (Checkpointer.reached_end), so a
+        # caught-up group has no lag.
+        "enable.partition.eof": True,
         # Eager range assignment: every rebalance revokes all partitions, and we checkpoint before
         # giving them up while our generation is still valid; partition i of co-partitioned topics
         # lands on one worker.

@@ -263,7 +263,9 @@ class Worker:
                 if err is not None:
                     if err.fatal():
                         raise ConsumerFailed(err)
-                    if err.code() != KafkaError._PARTITION_EOF:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self.checkpointer.reached_end(m.topic(), m.partition(), m.offset())
+                    else:
                         self._consumer_warning(err)
                     continue
                 topic = m.topic()
