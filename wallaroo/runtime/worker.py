@@ -264,7 +264,7 @@ class Worker:
                     if err.fatal():
                         raise ConsumerFailed(err)
                     if err.code() == KafkaError._PARTITION_EOF:
-                        self.checkpointer.reached_end(m.topic(), m.partition(), m.offset())
+                        self._reached_end(consumer, m)
                     else:
                         self._consumer_warning(err)
                     continue
@@ -276,6 +276,14 @@ class Worker:
         except KafkaException as e:   # from producing: the producer or its transaction broke
             self.checkpointer.recover(e)
         return len(batch)
+
+    def _reached_end(self, consumer, m):
+        """A partition EOF names the partition's end, for the next checkpoint to commit; only while
+        this consumer holds the partition (one fetched before a revoke must not move the next
+        owner's offset). EOFs come once per burst per partition: the assignment lookup is cheap."""
+        topic, partition = m.topic(), m.partition()
+        if any(tp.partition == partition and tp.topic == topic for tp in consumer.assignment()):
+            self.checkpointer.reached_end(topic, partition, m.offset())
 
     def stop(self):
         self.running = False
