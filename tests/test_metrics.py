@@ -14,11 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 import star_leaders
 from conftest import ROOT, Workers, create_topic, event_line, free_port, read_topic, wait_for
 from stack_contract import metrics as contract
+from wallaroo.runtime.routing import WATERMARK_HEADER, header
+from wallaroo.runtime.topics import repartition_topic
 from wallaroo.testing import run_local
 
 pytestmark = pytest.mark.kafka
 
-FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000"]
+FAST = ["--checkpoint-interval-ms", "200", "--session-timeout-ms", "3000", "--transaction-timeout-ms", "5000",
+        "--purge-interval-ms", "600000"]     # the repartition topics are read at the end
 T0_MS = 1_420_113_600_000            # 2015-01-01T12:00:00Z
 
 
@@ -47,13 +50,15 @@ def run(kafka, tmp_path_factory):
     for line, ts in records:
         p.produce(source, line, timestamp=ts)
     p.flush(30)
+    # the worker with metrics applies state messages where it makes them (one worker owns every
+    # partition), as run_local does with local_state; the other sends them through Kafka
     local = run_local(star_leaders, records, args=["--kafka_source_topic", source, "--kafka_sink_topic", sink],
-                      partitions=1)
+                      partitions=1, local_state=True)
     port, port_off = free_port(), free_port()
     workers = Workers(kafka, tmp_path_factory.mktemp("metrics"))
     try:
         on = workers.start("star_leaders", source, sink, "w1", app_id, *FAST, "--metrics-port", str(port), cwd=ROOT)
-        off = workers.start("star_leaders", source, sink_off, "w1", app_off, *FAST, "--no-metrics",
+        off = workers.start("star_leaders", source, sink_off, "w1", app_off, *FAST, "--no-metrics", "--no-local-state",
                             "--metrics-port", str(port_off), cwd=ROOT)
         yield {"kafka": kafka, "records": records, "source": source, "sink": sink, "local": local.metrics, "outputs": len(local.outputs),
                "final": {r.key: r.value for r in local.outputs},
@@ -201,6 +206,25 @@ def test_no_metrics_serves_and_publishes_nothing(run):
     names = AdminClient({"bootstrap.servers": run["kafka"]}).list_topics(timeout=10).topics
     assert contract.metrics_topic(run["app_id"]) in names
     assert contract.metrics_topic(run["app_off"]) not in names
+
+
+def test_local_state_keeps_state_messages_off_kafka_with_the_same_leaderboards(run):
+    """One worker owns every state partition: its messages for the state never cross the
+    repartition topic (only watermarks do), and its leaderboards are those of the worker that sends
+    all of them through Kafka (--no-local-state) and of run_local."""
+    settled(run)
+
+    def final(sink):
+        return {m.key(): m.value() for m in read_topic(run["kafka"], sink, idle_s=1.0, timeout_s=30)}
+    wait_for(lambda: final(run["sink_off"]) == run["final"], 120, "the --no-local-state worker's leaderboards")
+    assert final(run["sink"]) == run["final"]
+    crossed = {}
+    for app_id in (run["app_id"], run["app_off"]):
+        records = read_topic(run["kafka"], repartition_topic(app_id, star_leaders.config.STATE_NAME), idle_s=1.0)
+        crossed[app_id] = [m for m in records if header(m.headers(), WATERMARK_HEADER) is None]
+        assert len(records) > len(crossed[app_id])          # watermarks cross either way
+    assert crossed[run["app_id"]] == []
+    assert len(crossed[run["app_off"]]) == 240              # every star, fork and pull request
 
 
 def test_end_to_end_binning_at_the_commit_equals_binning_each_record():

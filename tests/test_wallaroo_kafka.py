@@ -342,7 +342,8 @@ def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, wo
     """With a checkpoint interval far longer than the test (and no early checkpoint when idle), only the
     shutdown can commit: after SIGTERM
     the group's source offsets are at the end and the repartitioned records are committed; a restarted
-    worker then finishes the state work, every output exactly once."""
+    worker then finishes the state work, every output exactly once. (--no-local-state: the one worker
+    owns every partition, and would otherwise apply every word itself, sending none through Kafka.)"""
     from confluent_kafka import Consumer, TopicPartition
     src, sink, app_id = topic_name("term-in"), topic_name("term-out"), topic_name("term")
     create_topic(kafka, src, 2)
@@ -351,7 +352,7 @@ def test_sigterm_commits_what_was_processed_before_leaving(kafka, topic_name, wo
     words = sum(expected_counts(lines).values())
     repartition = topics.repartition_topic(app_id, "word counts")
     w = workers.start("wordcount", src, sink, "w1", app_id, "--checkpoint-interval-ms", "600000",
-                      "--idle-checkpoint-ms", "0")
+                      "--idle-checkpoint-ms", "0", "--no-local-state")
     wait_for(lambda: len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5)) >= words,
              60, "the worker to route every word (uncommitted)")
     assert read_topic(kafka, repartition, idle_s=0.5, timeout_s=5) == [], "committed before the interval"

@@ -125,7 +125,7 @@ def load_application(app, args=None):
 
 
 def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_pickle=False,
-              max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS):
+              max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, local_state=False):
     """Feed `inputs` to the application's source(s) and return what its sinks would receive.
 
     `inputs` items are bytes, `(bytes, timestamp_ms)`, `Watermark(ms)` or `Checkpoint()`; with a dict
@@ -136,7 +136,11 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     worker logs and counts, are listed in `dead_letters` with an empty value. `unsafe_pickle` and
     `max_event_time_skew_ms` are machida's --unsafe-pickle and --max-event-time-skew; every input item
     comes from partition 0 of its topic. `result.metrics` holds the counters a Kafka worker reports
-    (stack_contract.metrics.Snapshot), each checkpoint boundary counting as a checkpoint."""
+    (stack_contract.metrics.Snapshot), each checkpoint boundary counting as a checkpoint.
+
+    Every message for a state step is serialized and deserialized on its way, as between two
+    workers, so a deserialize that does not undo serialize fails here. `local_state=True` applies
+    them where they are made instead, as a Kafka worker does for the partitions it owns."""
     application, module = load_application(app, args)
     app_id = topics.application_id(application.name)
     application = bind(application, app_id)       # TCP sources and sinks name their internal topics
@@ -144,6 +148,7 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     collector = LocalCollector(result)
     task = Task(application, app_id, Serde(module, application, unsafe_pickle=unsafe_pickle), partitions,
                 collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms, metrics=True)
+    task.local_state = local_state
     result._task = task
     for store in task.stores.values():
         for p in range(partitions):

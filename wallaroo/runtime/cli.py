@@ -69,6 +69,9 @@ def parser():
     p.add_argument("--reset-event-time", action="store_true", default=defaults.reset_event_time,
                    help="do not hold the first records of this start to the event time saved in the changelog: "
                         "for input that deliberately jumps ahead (a newer period replayed into the same deployment)")
+    p.add_argument("--no-local-state", dest="local_state", action="store_false", default=defaults.local_state,
+                   help="send every message for a state step through its repartition topic, also to the "
+                        "partitions this worker owns (default: those are applied at once)")
     p.add_argument("--metrics-port", type=int, default=defaults.metrics_port,
                    help="serve Prometheus text at http://HOST:PORT/metrics (default: off)")
     p.add_argument("--metrics-host", default=defaults.metrics_host,
@@ -149,7 +152,7 @@ def main(argv=None):
         unsafe_pickle=opts.unsafe_pickle, max_event_time_skew_ms=opts.max_event_time_skew,
         reset_event_time=opts.reset_event_time, metrics=opts.metrics, metrics_port=opts.metrics_port,
         metrics_host=opts.metrics_host, query_port=opts.query_port, query_host=opts.query_host,
-        query_rate_per_s=opts.query_rate))
+        query_rate_per_s=opts.query_rate, local_state=opts.local_state))
     try:
         worker.run()
     except (TopologyError, TCPBridgeError, WorkerFenced, StateEncodingError, MetricsPortError,

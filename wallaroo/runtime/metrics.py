@@ -10,7 +10,7 @@ decorators name them, a decoder by its function, a sink by its topic):
   or a repartition record on its way into a state step), the time from the moment the worker started
   on it to the commit of the checkpoint that holds its offset, and so everything it produced. A
   message crossing a state step makes two such hops, with Kafka's delivery of the committed
-  repartition record between them. Records of an aborted checkpoint are not observed (they are redone).
+  repartition record between them (one, when the worker that made it owns its partition: local state). Records of an aborted checkpoint are not observed (they are redone).
 Per worker: checkpoints committed and their duration (from collecting the watermarks and changed
 state to the commit's return), restores and their time, dead letters, reconnects, consumer lag and
 event-time lag (read every SNAPSHOT_INTERVAL_S, not per message), partitions assigned.
@@ -168,11 +168,8 @@ class Metrics:
         fig, func, multi, clock = self.pipelines[ps.pipeline].steps[ps.index + 1], ps.func, ps.multi, time.perf_counter
         hist, counts = fig.latency, fig.latency.counts
         if ps.kind == "state":
-            start = self.pipelines[ps.pipeline].starts.append
-
             def state(data, obj):
                 t0 = clock()
-                start(t0)                # a repartition record's start
                 try:
                     result = func(data, obj)
                 finally:
@@ -204,6 +201,11 @@ class Metrics:
                     fig.passed += 1
             return out
         return stateless
+
+    def started(self, pi):
+        """The worker starts on a repartition record for pipeline `pi` (a message applied where it was
+        made is in its source record's hop)."""
+        self.pipelines[pi].starts.append(time.perf_counter())
 
     def encoder(self, encode):
         """`encode(sink, data)` counted and timed per sink."""

@@ -13,7 +13,7 @@ from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, Sour
                          encode_watermark, record_time)
 from .metrics import Metrics
 from .routing import STEP_HEADER, WATERMARK_HEADER, KeyRouter, header, key_bytes, parse_step_header, step_header
-from .state import StateStore
+from .state import StateStore, StoredRecord
 from .steps import Executor, StepError, encode
 from ..context import set_event_time
 from ..deferred import Deferred
@@ -63,6 +63,11 @@ class Task:
         # object: (pipeline, store, partition, key bytes) -> (Deferred, ts); rendered by flush_outputs.
         self.deferred = {}
         self._origin = None                 # (store, partition, key bytes) of the state step running
+        # A message for a state partition this worker owns is applied at once, as Wallaroo delivered
+        # to local steps, instead of crossing the repartition topic and coming back: its effect on the
+        # state is committed with the source offset that made it, in the same checkpoint. Off, every
+        # message crosses (deserialized on arrival): run_local's default, for users' tests.
+        self.local_state = False
 
         self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
@@ -132,6 +137,8 @@ class Task:
         kb = m.key()
         try:
             ps = self.executor.state_step(self._step_id(header(headers, STEP_HEADER)))
+            if self.metrics is not None:
+                self.metrics.started(ps.pipeline)       # a record on its way into a state step
             if value is None or len(value) > MAX_MESSAGE_BYTES:
                 raise LookupError("no value" if value is None else
                                   f"value of {len(value)} bytes, over the {MAX_MESSAGE_BYTES} a message may have")
@@ -156,16 +163,23 @@ class Task:
         except (LookupError, KeyError) as e:
             self.dead_letter(m, "route", e)
             return
+        try:
+            self._apply(store, p, kb, state, ps, data, ts)
+        except StepError as e:
+            self.dead_letter(m, e.step_name, e.cause)
+
+    def _apply(self, store, p, kb, state, ps, data, ts):
+        """Run state step `ps` on `data` and `kb`'s object of partition `p`, journaled; a StepError
+        leaves the object as it was before (rebuilt) and goes on up."""
         store.record(p, kb, (ps, data, ts))
-        self._origin = (store, p, kb)
+        origin, self._origin = self._origin, (store, p, kb)
         try:
             changed = self.executor.apply_state(ps, state, data, ts)
-        except StepError as e:
-            self._origin = None
+        except StepError:
             self._rebuild(store, p, kb)
-            self.dead_letter(m, e.step_name, e.cause)
-            return
-        self._origin = None
+            raise
+        finally:
+            self._origin = origin       # (a direct step inside another's continuation: the outer's)
         if changed:
             store.changed(p, kb)
 
@@ -217,16 +231,16 @@ class Task:
         """Run one object's on_event_time(ms), journaled (a rebuild replays it); one that raises
         leaves the object as it was."""
         store.record(p, kb, (None, ms, ms))
-        self._origin = (store, p, kb)
+        origin, self._origin = self._origin, (store, p, kb)
         try:
             if self.executor.advance_event_time(store.name, state, ms):
                 store.changed(p, kb)
         except StepError as e:
-            self._origin = None
+            self._origin = origin
             self._rebuild(store, p, kb)
             self.stats["dead"] += 1
             self.collector.hook_failed(store.name, p, e)
-        self._origin = None
+        self._origin = origin
 
     def _catch_up(self, store, p, kb, state, ms):
         """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
@@ -241,14 +255,36 @@ class Task:
         try:
             kb = key_bytes(ps.step.key_for(data))
             partition = self.routers[ps.id].partition_for(kb)
+            # Serialized also for a partition of ours: a message that could not cross Kafka fails the
+            # same way wherever its partition is.
             value = self.serde.dumps(data)
             if len(value) > MAX_MESSAGE_BYTES:
                 raise ValueError(f"the message serializes to {len(value)} bytes, over the {MAX_MESSAGE_BYTES} "
                                  f"a message crossing a state step may have")
         except Exception as e:  # noqa: BLE001 - the partitioner, a key outside partition_keys, serialize
             raise StepError(ps.name, e) from e
-        self.collector.repartition(self.state_topic[ps.step.state_name], partition, kb, value,
-                                   self.headers[ps.id], self.current_ts)
+        topic = self.state_topic[ps.step.state_name]
+        if self.local_state:
+            store = self.stores[topic]
+            table = store.partitions.get(partition)
+            if table is not None:
+                self._apply_local(store, topic, partition, kb, table, ps, data, value)
+                return
+        self.collector.repartition(topic, partition, kb, value, self.headers[ps.id], self.current_ts)
+
+    def _apply_local(self, store, topic, p, kb, table, ps, data, value):
+        """A message for partition `p`, which this worker owns (restored), applied here and now, as
+        its repartition record would be on arrival; a computation that raises dead-letters that
+        record (`value`: the message serialized)."""
+        self.stats["state"] += 1
+        state = table.get(kb)
+        if state is None:
+            state = store.get(p, kb)
+        try:
+            self._apply(store, p, kb, state, ps, data, self.current_ts)
+        except StepError as e:
+            record = StoredRecord(topic, p, -1, kb, value, self.headers[ps.id], self.current_ts)
+            self.dead_letter(record, e.step_name, e.cause)
 
     def _sink(self, pi, data):
         if type(data) is Deferred:
