@@ -147,8 +147,8 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
     result = LocalResult()
     collector = LocalCollector(result)
     task = Task(application, app_id, Serde(module, application, unsafe_pickle=unsafe_pickle), partitions,
-                collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms, metrics=True)
-    task.local_state = local_state
+                collector, name="local", max_event_time_skew_ms=max_event_time_skew_ms, metrics=True,
+                local_state=local_state)
     result._task = task
     for store in task.stores.values():
         for p in range(partitions):

@@ -10,7 +10,8 @@ decorators name them, a decoder by its function, a sink by its topic):
   or a repartition record on its way into a state step), the time from the moment the worker started
   on it to the commit of the checkpoint that holds its offset, and so everything it produced. A
   message crossing a state step makes two such hops, with Kafka's delivery of the committed
-  repartition record between them (one, when the worker that made it owns its partition: local state). Records of an aborted checkpoint are not observed (they are redone).
+  repartition record between them (one, when the worker that made it owns its partition: local
+  state). Records of an aborted checkpoint are not observed (they are redone).
 Per worker: checkpoints committed and their duration (from collecting the watermarks and changed
 state to the commit's return), restores and their time, dead letters, reconnects, consumer lag and
 event-time lag (read every SNAPSHOT_INTERVAL_S, not per message), partitions assigned.

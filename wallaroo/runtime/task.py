@@ -43,7 +43,8 @@ class Task:
     application checks."""
 
     def __init__(self, app, app_id, serde, partitions, collector, name="worker",
-                 max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, reset_event_time=False, metrics=False):
+                 max_event_time_skew_ms=DEFAULT_MAX_EVENT_TIME_SKEW_MS, reset_event_time=False, metrics=False,
+                 local_state=False):
         self.app = app
         self.metrics = Metrics(app, app_id, name) if metrics else None    # metrics.py: None when off
         self.encode = encode if self.metrics is None else self.metrics.encoder(encode)
@@ -67,7 +68,7 @@ class Task:
         # to local steps, instead of crossing the repartition topic and coming back: its effect on the
         # state is committed with the source offset that made it, in the same checkpoint. Off, every
         # message crosses (deserialized on arrival): run_local's default, for users' tests.
-        self.local_state = False
+        self.local_state = local_state
 
         self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
         for pi, p in enumerate(app.pipelines):
@@ -236,11 +237,11 @@ class Task:
             if self.executor.advance_event_time(store.name, state, ms):
                 store.changed(p, kb)
         except StepError as e:
-            self._origin = origin
-            self._rebuild(store, p, kb)
+            self._rebuild(store, p, kb)         # (replays the raw computations: no outputs, no origin)
             self.stats["dead"] += 1
             self.collector.hook_failed(store.name, p, e)
-        self._origin = origin
+        finally:
+            self._origin = origin
 
     def _catch_up(self, store, p, kb, state, ms):
         """A new object of partition `p`, already at event time `ms`: its on_event_time(ms) first, as
@@ -266,22 +267,18 @@ class Task:
         topic = self.state_topic[ps.step.state_name]
         if self.local_state:
             store = self.stores[topic]
-            table = store.partitions.get(partition)
-            if table is not None:
-                self._apply_local(store, topic, partition, kb, table, ps, data, value)
+            if partition in store.partitions:
+                self._apply_local(store, topic, partition, kb, ps, data, value)
                 return
         self.collector.repartition(topic, partition, kb, value, self.headers[ps.id], self.current_ts)
 
-    def _apply_local(self, store, topic, p, kb, table, ps, data, value):
+    def _apply_local(self, store, topic, p, kb, ps, data, value):
         """A message for partition `p`, which this worker owns (restored), applied here and now, as
         its repartition record would be on arrival; a computation that raises dead-letters that
         record (`value`: the message serialized)."""
         self.stats["state"] += 1
-        state = table.get(kb)
-        if state is None:
-            state = store.get(p, kb)
         try:
-            self._apply(store, p, kb, state, ps, data, self.current_ts)
+            self._apply(store, p, kb, store.get(p, kb), ps, data, self.current_ts)
         except StepError as e:
             record = StoredRecord(topic, p, -1, kb, value, self.headers[ps.id], self.current_ts)
             self.dead_letter(record, e.step_name, e.cause)

@@ -78,7 +78,7 @@ class WorkerOptions:
     query_host: str = "127.0.0.1"
     query_rate_per_s: float = 1000.0      # per client address (one repository card is 33 queries)
     # A message for a state partition this worker owns is applied at once (Task.local_state); off,
-    # every message crosses the repartition topic, as with one worker per partition.
+    # every message crosses the repartition topic, also to this worker's own partitions.
     local_state: bool = True
 
 
@@ -112,8 +112,8 @@ class Worker:
             return False
         self.partitions = max(sources.values())
         self.task = Task(self.app, self.app_id, self.serde, self.partitions, None, self.opts.name,
-                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time, self.opts.metrics)
-        self.task.local_state = self.opts.local_state
+                         self.opts.max_event_time_skew_ms, self.opts.reset_event_time, self.opts.metrics,
+                         self.opts.local_state)
         replication = self.opts.replication_factor or topics.replication_factor(admin, source_topics)
         extra = {"min.insync.replicas": str(self.opts.min_insync_replicas)} if self.opts.min_insync_replicas else {}
         state_names = [store.name for store in self.task.stores.values()]
