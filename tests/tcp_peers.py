@@ -1,7 +1,9 @@
 """The other ends of TCP sources and sinks, for the tests: a sender of Wallaroo's framed messages (what
 Wallaroo's giles sender did) and a receiver that collects what a TCP sink writes (its data_receiver)."""
+import fcntl
 import socket
 import struct
+import termios
 import threading
 import time
 
@@ -46,6 +48,8 @@ class Receiver:
         self.sockets = []
         self.lock = threading.Lock()
         self.running = True
+        self.reading = threading.Event()    # cleared: the receiver stops reading (its kernel still acknowledges)
+        self.reading.set()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -68,6 +72,8 @@ class Receiver:
     def _read(self, conn, data):
         conn.settimeout(0.2)
         while self.running:
+            if not self.reading.wait(0.2):
+                continue
             try:
                 chunk = conn.recv(65536)
             except TimeoutError:
@@ -79,26 +85,38 @@ class Receiver:
             with self.lock:
                 data += chunk
 
-    def data(self) -> bytes:
+    def received(self):
+        """The bytes of each connection, in order: each is its own stream, and a dropped one can end
+        mid-output."""
         with self.lock:
-            return b"".join(bytes(c) for c in self.connections)
+            return [bytes(c) for c in self.connections]
 
     def lines(self):
-        return self.data().decode("utf-8").splitlines()
+        """Every connection's lines, one after the other (a dropped connection's last one may be cut)."""
+        return [line for data in self.received() for line in data.decode("utf-8").splitlines()]
 
     def frames(self):
         """The received bytes cut at Wallaroo's framing (4-byte big-endian length, payload)."""
-        out, data, pos = [], self.data(), 0
-        while len(data) - pos >= 4:
-            (size,) = struct.unpack(">I", data[pos:pos + 4])
-            if len(data) - pos - 4 < size:
-                break
-            out.append(data[pos + 4:pos + 4 + size])
-            pos += 4 + size
+        out = []
+        for data in self.received():
+            pos = 0
+            while len(data) - pos >= 4:
+                (size,) = struct.unpack(">I", data[pos:pos + 4])
+                if len(data) - pos - 4 < size:
+                    break
+                out.append(data[pos + 4:pos + 4 + size])
+                pos += 4 + size
         return out
 
+    def unread_bytes(self):
+        """Bytes the accepted connections' kernel buffers hold that have not been read (FIONREAD)."""
+        with self.lock:
+            return sum(struct.unpack("i", fcntl.ioctl(c.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+                       for c in self.sockets)
+
     def drop_connections(self):
-        """Close every accepted connection, as a receiver that restarts would."""
+        """Close every accepted connection, as a receiver that restarts would: what its kernel holds
+        unread is lost."""
         with self.lock:
             for conn in self.sockets:
                 conn.close()

@@ -167,8 +167,9 @@ def test_sinks_of_0_5_partition_chosen_by_the_encoder_and_to_sinks(kafka, topic_
 
 
 def test_tcp_sink_resends_what_a_dropped_receiver_may_have_missed(kafka, topic_name, workers, receiver):
-    """At least once to the receiver: when its connections drop mid-stream, the forwarder reconnects and
-    sends again from the last output the receiving host acknowledged, so nothing is missing."""
+    """At least once to the receiver: it stalls mid-stream, so its kernel acknowledges outputs it never
+    reads, and then drops its connections, losing them; the forwarder reconnects and sends again from
+    before anything the receiver may not have read, so nothing is missing."""
     words = [f"w{i:05d}" for i in range(6000)]
     in_port = free_port()
     start_tcp(workers, kafka, "reverse", topic_name("tcp-drop"), [in_port], receiver.port)
@@ -176,8 +177,11 @@ def test_tcp_sink_resends_what_a_dropped_receiver_may_have_missed(kafka, topic_n
                               kwargs={"chunk": 100, "interval_s": 0.05}, daemon=True)
     sender.start()
     wait_for(lambda: len(receiver.lines()) > 200, 90, "first outputs")
+    receiver.reading.clear()
+    wait_for(lambda: receiver.unread_bytes() > 0, 30, "outputs the stalled receiver has not read")
     assert sender.is_alive(), "the input ended before the drop: not mid-stream"
-    receiver.drop_connections()
+    receiver.drop_connections()         # what its kernel acknowledged and it did not read is gone
+    receiver.reading.set()
     wait_for(lambda: len(receiver.connections) >= 2, 30, "the forwarder to reconnect")
     sender.join(90)
     want = {w[::-1] for w in words}

@@ -8,10 +8,12 @@ partitioning, state, exactly-once). Each connection's frames go to one partition
 
 A TCP sink is an egress: the pipeline's outputs go, inside the checkpoint's transaction, to
 `<id>-<pipeline>-tcp-sink-<n>` (one partition, so one ordered stream); a forwarder in the group
-`<id>-tcp-sink` reads it read_committed and writes each output's bytes to the sink's address. It
-commits an offset only once the receiving host's TCP stack has acknowledged the bytes (Linux's
-SIOCOUTQ), and after a broken connection, a crash or a rebalance it sends again from the last
-committed offset.
+`<id>-tcp-sink` reads it read_committed and writes each output's bytes to the sink's address. The receiving host's TCP stack
+acknowledges bytes (Linux's SIOCOUTQ) before its application reads them, and a receiver that dies
+or closes loses what it had not read; so an output counts as delivered only once RESEND_WINDOW_BYTES
+more were acknowledged after it (they can no longer sit unread in the receiver's buffer), or when
+this side closes the connection cleanly. Delivered outputs are committed; after a broken connection,
+a crash or a rebalance the forwarder sends again from the first output not delivered.
 
 Guarantees at the edges: a frame is taken once Kafka acknowledged it; frames a worker had read but
 Kafka had not acknowledged when the worker died are lost (Wallaroo's framing has no acknowledgement
@@ -44,6 +46,9 @@ COMMIT_INTERVAL_S = 0.2
 RECONNECT_BACKOFF_S = 0.5
 SEND_TIMEOUT_S = 30.0
 DRAIN_TIMEOUT_S = 2.0             # waiting for the receiver's acknowledgements before giving a partition up
+# What a receiver's kernel may have acknowledged and its application not read yet: Linux's largest
+# default receive buffer (net.ipv4.tcp_rmem). After a drop that much is sent again, as duplicates.
+RESEND_WINDOW_BYTES = 6 * 1024 * 1024
 
 
 class TCPBridgeError(RuntimeError):
@@ -278,8 +283,8 @@ class Link:
         self.tp = (sink.topic, partition)
         self.sock = None
         self.written = 0                # bytes written on this connection
-        self.pending = deque()          # (bytes written after it, next offset, its offset), not yet acknowledged
-        self.acknowledged = None        # next offset after everything acknowledged
+        self.undelivered = deque()      # (bytes written after it, its offset), not known to be read yet
+        self.acknowledged = None        # next offset after everything delivered: what may be committed
         self.committed = None
         self.next_offset = None         # the offset expected next from the consumer
         self.paused = False
@@ -315,14 +320,16 @@ class Link:
             self.fail(f"sending failed: {e}", offset)
             return False
         self.written += len(value)
-        self.pending.append((self.written, offset + 1, offset))
+        self.undelivered.append((self.written, offset))
         self.next_offset = offset + 1
         return True
 
-    def update_acknowledged(self):
-        acked = self.written - unacknowledged_bytes(self.sock)
-        while self.pending and self.pending[0][0] <= acked:
-            self.acknowledged = self.pending.popleft()[1]
+    def update_acknowledged(self, window=RESEND_WINDOW_BYTES):
+        """Mark delivered the outputs followed by `window` acknowledged bytes (0: every acknowledged
+        output, right when this side closes the connection and the receiver still reads what it holds)."""
+        read = self.written - unacknowledged_bytes(self.sock) - window
+        while self.undelivered and self.undelivered[0][0] <= read:
+            self.acknowledged = self.undelivered.popleft()[1] + 1
 
     def peer_closed(self):
         """Whether the receiver closed the connection (what it sends us is ignored)."""
@@ -337,9 +344,12 @@ class Link:
         return False
 
     def fail(self, why, offset=None, quiet=False):
-        """The connection is gone (or never came): what was not acknowledged is sent again on the next one."""
-        self.resend_from = self.pending[0][2] if self.pending else (offset if offset is not None else self.next_offset)
-        self.pending.clear()
+        """The connection is gone (or never came): what was not delivered is sent again on the next one."""
+        if self.undelivered:
+            self.resend_from = self.undelivered[0][1]
+        else:
+            self.resend_from = offset if offset is not None else self.next_offset
+        self.undelivered.clear()
         self.close()
         self.paused = True
         self.retry_at = time.monotonic() + RECONNECT_BACKOFF_S
@@ -456,14 +466,14 @@ class Forwarder:
     def _give_up(self, links):
         """Wait a moment for the receivers' acknowledgements, commit them, close the connections."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
-        while time.monotonic() < deadline and any(link.pending and link.sock is not None for link in links):
+        while time.monotonic() < deadline and any(link.undelivered and link.sock is not None for link in links):
             for link in links:
                 if link.sock is not None:
-                    link.update_acknowledged()
+                    link.update_acknowledged(window=0)
             time.sleep(0.02)
         for link in links:
             if link.sock is not None:
-                link.update_acknowledged()
+                link.update_acknowledged(window=0)
         self._commit(links)
         for link in links:
             link.close()
