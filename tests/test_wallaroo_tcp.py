@@ -190,6 +190,23 @@ def test_tcp_sink_resends_what_a_dropped_receiver_may_have_missed(kafka, topic_n
     assert len(set(last)) == len(last), "duplicates within one connection"
 
 
+def test_tcp_sink_after_a_clean_restart_sends_nothing_twice(kafka, topic_name, workers, receiver):
+    """A worker stopped by SIGTERM closes its connection itself, so the receiver reads all it holds and
+    the forwarder commits every acknowledged output: the next worker sends none of them again."""
+    in_port, app_id = free_port(), topic_name("tcp-restart")
+    first, second = [f"a{i:04d}" for i in range(500)], [f"b{i:04d}" for i in range(500)]
+    w = start_tcp(workers, kafka, "reverse", app_id, [in_port], receiver.port)
+    send_framed(("127.0.0.1", in_port), [x.encode() for x in first])
+    wait_lines(receiver, len(first), "the first worker's outputs")
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(30) == 0
+    start_tcp(workers, kafka, "reverse", app_id, [in_port], receiver.port, name="w2")
+    send_framed(("127.0.0.1", in_port), [x.encode() for x in second])
+    got = wait_lines(receiver, len(first) + len(second), "the second worker's outputs")
+    assert Counter(got) == Counter(x[::-1] for x in first + second)
+    assert len(receiver.connections) == 2
+
+
 def test_market_spread_over_tcp(kafka, topic_name, workers, receiver):
     quote, order = market_spread.market_data_message, market_spread.order_message
     rnd = random.Random(11)
