@@ -8,12 +8,13 @@ partitioning, state, exactly-once). Each connection's frames go to one partition
 
 A TCP sink is an egress: the pipeline's outputs go, inside the checkpoint's transaction, to
 `<id>-<pipeline>-tcp-sink-<n>` (one partition, so one ordered stream); a forwarder in the group
-`<id>-tcp-sink` reads it read_committed and writes each output's bytes to the sink's address. The receiving host's TCP stack
-acknowledges bytes (Linux's SIOCOUTQ) before its application reads them, and a receiver that dies
-or closes loses what it had not read; so an output counts as delivered only once RESEND_WINDOW_BYTES
-more were acknowledged after it (they can no longer sit unread in the receiver's buffer), or when
-this side closes the connection cleanly. Delivered outputs are committed; after a broken connection,
-a crash or a rebalance the forwarder sends again from the first output not delivered.
+`<id>-tcp-sink` reads it read_committed and writes each output's bytes to the sink's address.
+The receiving host's TCP stack acknowledges bytes (Linux's SIOCOUTQ) before its application reads
+them, and a receiver that dies or closes loses what it had not read; so an output counts as
+delivered only once RESEND_WINDOW_BYTES more were acknowledged after it (they can no longer sit
+unread in the receiver's buffer), or when this side closes the connection cleanly. Delivered outputs
+are committed; after a broken connection, a crash or a rebalance the forwarder sends again from the
+first output not delivered.
 
 Guarantees at the edges: a frame is taken once Kafka acknowledged it; frames a worker had read but
 Kafka had not acknowledged when the worker died are lost (Wallaroo's framing has no acknowledgement
@@ -284,7 +285,7 @@ class Link:
         self.sock = None
         self.written = 0                # bytes written on this connection
         self.undelivered = deque()      # (bytes written after it, its offset), not known to be read yet
-        self.acknowledged = None        # next offset after everything delivered: what may be committed
+        self.delivered = None           # next offset after everything delivered: what may be committed
         self.committed = None
         self.next_offset = None         # the offset expected next from the consumer
         self.paused = False
@@ -324,12 +325,12 @@ class Link:
         self.next_offset = offset + 1
         return True
 
-    def update_acknowledged(self, window=RESEND_WINDOW_BYTES):
+    def update_delivered(self, window=RESEND_WINDOW_BYTES):
         """Mark delivered the outputs followed by `window` acknowledged bytes (0: every acknowledged
         output, right when this side closes the connection and the receiver still reads what it holds)."""
         read = self.written - unacknowledged_bytes(self.sock) - window
         while self.undelivered and self.undelivered[0][0] <= read:
-            self.acknowledged = self.undelivered.popleft()[1] + 1
+            self.delivered = self.undelivered.popleft()[1] + 1
 
     def peer_closed(self):
         """Whether the receiver closed the connection (what it sends us is ignored)."""
@@ -444,14 +445,14 @@ class Forwarder:
                     else:
                         link.retry_at = now + RECONNECT_BACKOFF_S
             elif link.sock is not None:
-                link.update_acknowledged()
+                link.update_delivered()
                 if link.peer_closed():
                     link.fail("the receiver closed it")
                     self.consumer.pause([TopicPartition(*link.tp)])
 
     def _commit(self, links):
-        due = [(link, link.acknowledged) for link in links
-               if link.acknowledged is not None and link.acknowledged != link.committed]
+        due = [(link, link.delivered) for link in links
+               if link.delivered is not None and link.delivered != link.committed]
         if not due:
             return
         try:
@@ -469,11 +470,11 @@ class Forwarder:
         while time.monotonic() < deadline and any(link.undelivered and link.sock is not None for link in links):
             for link in links:
                 if link.sock is not None:
-                    link.update_acknowledged(window=0)
+                    link.update_delivered(window=0)
             time.sleep(0.02)
         for link in links:
             if link.sock is not None:
-                link.update_acknowledged(window=0)
+                link.update_delivered(window=0)
         self._commit(links)
         for link in links:
             link.close()
