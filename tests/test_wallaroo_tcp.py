@@ -207,6 +207,28 @@ def test_tcp_sink_after_a_clean_restart_sends_nothing_twice(kafka, topic_name, w
     assert len(receiver.connections) == 2
 
 
+def test_tcp_sink_after_kill_9_resends_what_the_receiver_lost_with_it(kafka, topic_name, workers, receiver):
+    """The receiver's kernel holds every output of the first worker, unread, when that worker is killed
+    with SIGKILL and the receiver then drops its connection: the next worker sends them all again."""
+    in_port, app_id = free_port(), topic_name("tcp-kill")
+    first, second = [f"k{i:04d}" for i in range(800)], [f"m{i:04d}" for i in range(200)]
+    receiver.reading.clear()
+    w1 = start_tcp(workers, kafka, "reverse", app_id, [in_port], receiver.port)
+    send_framed(("127.0.0.1", in_port), [x.encode() for x in first])
+    held = sum(len(x) + 1 for x in first)
+    wait_for(lambda: receiver.unread_bytes() >= held, 90, "every first output in the receiver's kernel")
+    time.sleep(1.0)                     # five commit intervals: none of those outputs may be committed
+    w1.send_signal(signal.SIGKILL)
+    w1.wait(10)
+    receiver.drop_connections()         # the outputs it never read are gone with it
+    receiver.reading.set()
+    assert receiver.lines() == []
+    start_tcp(workers, kafka, "reverse", app_id, [in_port], receiver.port, name="w2")
+    send_framed(("127.0.0.1", in_port), [x.encode() for x in second])
+    want = {x[::-1] for x in first + second}
+    wait_for(lambda: want <= set(receiver.lines()), 90, "every output, after the kill")
+
+
 def test_market_spread_over_tcp(kafka, topic_name, workers, receiver):
     quote, order = market_spread.market_data_message, market_spread.order_message
     rnd = random.Random(11)
