@@ -278,7 +278,7 @@ def unacknowledged_bytes(sock):
 class Link:
     """One TCP sink topic partition this worker forwards, and its connection."""
 
-    def __init__(self, pipeline, sink, partition):
+    def __init__(self, pipeline, sink, partition, skip_before=None):
         self.pipeline = pipeline
         self.sink = sink
         self.tp = (sink.topic, partition)
@@ -287,7 +287,7 @@ class Link:
         self.undelivered = deque()      # (bytes written after it, its offset), not known to be read yet
         self.delivered = None           # next offset after everything delivered: what may be committed
         self.committed = None
-        self.next_offset = None         # the offset expected next from the consumer
+        self.next_offset = skip_before  # the offset expected next from the consumer (earlier ones are skipped)
         self.paused = False
         self.resend_from = None
         self.retry_at = 0.0
@@ -312,8 +312,6 @@ class Link:
     def send(self, m):
         """Write one output; False when the connection failed (the link must resend from `resend_from`)."""
         offset = m.offset()
-        if self.next_offset is not None and offset < self.next_offset:
-            return True                 # fetched before a rewind: it comes again from the rewound position
         value = m.value() or b""
         try:
             self.sock.sendall(value)
@@ -375,6 +373,10 @@ class Forwarder:
         self.by_topic = {sink.topic: (name, sink) for name, sink in sinks}
         self.config = clients.tcp_egress_consumer_config(bootstrap, group_id, client_id, session_timeout_ms)
         self.links = {}
+        # (topic, partition) -> the offset this forwarder had delivered up to when it last gave the
+        # partition up: its commit may not have reached Kafka (a lost group session, a commit during an
+        # outage), and starting again from it spares the receiver what it already has.
+        self.delivered_before = {}
         self.running = False
         self.thread = None
         self.sent = 0
@@ -421,6 +423,8 @@ class Forwarder:
         link = self.links.get((m.topic(), m.partition()))
         if link is None or link.paused:
             return                      # it comes again once the link resumes from its rewound position
+        if link.next_offset is not None and m.offset() < link.next_offset:
+            return                      # fetched before a rewind, or delivered before the partition came back
         if link.sock is None and not link.connect():
             link.fail("not connected", m.offset(), quiet=True)     # connect() said why
             self.consumer.pause([TopicPartition(*link.tp)])
@@ -477,13 +481,19 @@ class Forwarder:
                 link.update_delivered(window=0)
         self._commit(links)
         for link in links:
+            self._remember(link)
             link.close()
             self.links.pop(link.tp, None)
+
+    def _remember(self, link):
+        if link.delivered is not None:
+            self.delivered_before[link.tp] = max(link.delivered, self.delivered_before.get(link.tp, -1))
 
     def _on_assign(self, consumer, partitions):
         for tp in partitions:
             name, sink = self.by_topic[tp.topic]
-            self.links[(tp.topic, tp.partition)] = Link(name, sink, tp.partition)
+            key = (tp.topic, tp.partition)
+            self.links[key] = Link(name, sink, tp.partition, self.delivered_before.get(key))
         log.info("tcp sink forwarder: sending %s",
                  ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing")
 
@@ -495,4 +505,7 @@ class Forwarder:
         for tp in partitions:
             link = self.links.pop((tp.topic, tp.partition), None)
             if link is not None:
+                if link.sock is not None:     # this side closes it: the receiver reads what it holds
+                    link.update_delivered(window=0)
+                self._remember(link)
                 link.close()
