@@ -486,6 +486,7 @@ class Forwarder:
             self.links.pop(link.tp, None)
 
     def _remember(self, link):
+        """Keep how far `link` delivered, for when this forwarder gets its partition back."""
         if link.delivered is not None:
             self.delivered_before[link.tp] = max(link.delivered, self.delivered_before.get(link.tp, -1))
 
