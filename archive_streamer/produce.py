@@ -175,9 +175,14 @@ class Sender:
     def delivered(self) -> int:
         """Records the broker acknowledged: those handed to the producer that it no longer holds
         (librdkafka's len() counts what awaits sending, an acknowledgement or its delivery report)
-        and did not report failed, plus those sent again alone that it acknowledged."""
+        and did not report failed, plus those sent again alone that it acknowledged.
+
+        len() also counts the producer's queued events (a broker connection's error, say), so they are
+        served first (poll), and one queued since can only make the figure lower, never higher: it is
+        bounded below by 0 (it said -1 with the broker gone and nothing acknowledged)."""
+        self.producer.poll(0)
         pending = len(self.producer)
-        return (self.produced_now - self._refused_here - pending - self._errors) + self._acked_alone
+        return max(0, self.produced_now - self._refused_here - pending - self._errors) + self._acked_alone
 
     def _delivered(self, err, msg) -> None:
         if err is None:                 # (only failures are reported)
