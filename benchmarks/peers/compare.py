@@ -218,6 +218,9 @@ def compare(argv):
     print(f"peers: ours, median of {len(rates['ours'])}: {ours:,.0f} events/s")
     print(f"peers: quix, median of {len(rates['quix'])}: {theirs:,.0f} events/s")
     print(f"peers: ratio ours / Quix Streams (medians): {ours / theirs:.2f}")
+    # This machine's speed moves by tens of percent from minute to minute; a round's two runs are
+    # back to back, so its own ratio shows how steady the comparison was.
+    print("peers: round ratios: " + ", ".join(f"{a / b:.2f}" for a, b in zip(rates["ours"], rates["quix"])))
     if failures:
         sys.exit("peers: some outputs were wrong:\n  " + "\n  ".join(failures))
 
