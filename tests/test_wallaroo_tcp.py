@@ -12,8 +12,9 @@ import pytest
 
 from wallaroo.runtime.routing import EVENT_TIME_KEY
 from wallaroo.runtime.serde import StateCodec
-from conftest import ROOT, create_topic, free_port, read_topic, wait_for
+from conftest import ROOT, Workers, create_topic, free_port, read_topic, wait_for
 from examples.wallaroo import alphabet, celsius, market_spread, reverse, word_count
+from kafka_cluster import KafkaCluster
 from tcp_peers import Receiver, send_framed
 from test_wallaroo_kafka import held_back_feeder, kill_9_mid_stream, produce
 from wallaroo.runtime import topics
@@ -227,6 +228,37 @@ def test_tcp_sink_after_kill_9_resends_what_the_receiver_lost_with_it(kafka, top
     send_framed(("127.0.0.1", in_port), [x.encode() for x in second])
     want = {x[::-1] for x in first + second}
     wait_for(lambda: want <= set(receiver.lines()), 90, "every output, after the kill")
+
+
+def test_tcp_sink_through_a_broker_restart_sends_everything_once(tmp_path, receiver):
+    """The only broker stops for 6 s under a worker that is forwarding outputs to a TCP receiver: the
+    forwarder loses its partition, marks what the receiver acknowledged as delivered and closes the
+    connection itself; given the partition back it goes on after that, instead of from the group's last
+    commit (which the outage held back). Every output arrives, none twice, and the worker stays up."""
+    words = [f"r{i:05d}" for i in range(6000)]
+    in_port = free_port()
+    with KafkaCluster(tmp_path / "kafka", nodes=1) as cluster:
+        cluster.start()
+        workers = Workers(cluster.bootstrap, tmp_path)
+        try:
+            w = start_tcp(workers, cluster.bootstrap, "reverse", "tcp-outage", [in_port], receiver.port)
+            sender = threading.Thread(target=send_framed, args=(("127.0.0.1", in_port), [x.encode() for x in words]),
+                                      kwargs={"chunk": 40, "interval_s": 0.1, "timeout_s": 120}, daemon=True)
+            sender.start()
+            wait_for(lambda: len(receiver.lines()) >= 1500, 90, "the first outputs")
+            cluster.stop(1)
+            time.sleep(6)
+            assert sender.is_alive(), "the input ended before the broker came back: not mid-stream"
+            cluster.start(1)
+            sender.join(120)
+            want = Counter(x[::-1] for x in words)
+            wait_for(lambda: set(want) <= set(receiver.lines()), 120, "every output, after the restart")
+            time.sleep(1.0)                     # a moment more: duplicates would show
+            got = Counter(receiver.lines())
+            assert got == want, f"{sum((got - want).values())} duplicates, {sum((want - got).values())} missing"
+            assert w.poll() is None, "the worker exited"
+        finally:
+            workers.stop_all()
 
 
 def test_market_spread_over_tcp(kafka, topic_name, workers, receiver):
