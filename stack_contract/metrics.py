@@ -32,7 +32,8 @@ class Step(TypedDict):
     kind: str                # "decoder", "computation", "state", "sink"
     messages_in: int
     messages_out: int
-    latency: Histogram       # the step's own compute time per message
+    latency: Histogram       # the step's own compute time per message (sampled and weighted: its count
+                             # may trail messages_in; wallaroo/runtime/metrics.py)
 
 
 class Pipeline(TypedDict):

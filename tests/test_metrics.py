@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import star_leaders
 from conftest import ROOT, Workers, create_topic, event_line, free_port, read_topic, wait_for
 from stack_contract import metrics as contract
+from wallaroo.runtime.metrics import TIME_EVERY
 from wallaroo.runtime.routing import WATERMARK_HEADER, header
 from wallaroo.runtime.topics import repartition_topic
 from wallaroo.testing import run_local
@@ -123,7 +124,10 @@ def test_scrape_counts_every_message_per_step_as_run_local_does(run):
                    if x.name.endswith("_bucket") and x.labels["step"] == name]
         assert [float(b.labels["le"]) for b in buckets] == list(contract.LATENCY_BOUNDS_S) + [float("inf")]
         values = [b.value for b in buckets]
-        assert values == sorted(values) and values[-1] == s["messages_in"], name
+        # timed one call in TIME_EVERY, each standing for the calls before it: the count is run_local's
+        # (the same calls timed) and trails the calls by those since the last timed one
+        assert values == sorted(values) and values[-1] == sum(s["latency"]["counts"]), name
+        assert s["messages_in"] - TIME_EVERY < values[-1] <= s["messages_in"], name
         assert sample(fams, "wallaroo_step_latency_seconds", "_sum", step=name) > 0
     assert steps[run["sink"]]["messages_out"] == run["outputs"] > 0     # a sink is named by its topic
     assert sample(fams, "wallaroo_dead_letters", "_total") == run["local"]["figures"]["dead_letters"] == 7
@@ -227,19 +231,44 @@ def test_local_state_keeps_state_messages_off_kafka_with_the_same_leaderboards(r
     assert len(crossed[run["app_off"]]) == 240              # every star, fork and pull request
 
 
-def test_end_to_end_binning_at_the_commit_equals_binning_each_record():
-    import random
-    from wallaroo.runtime.metrics import Histogram
-    rnd = random.Random(3)
-    now = 1000.0
-    starts = sorted(now - 10 ** rnd.uniform(-7, 0.5) for _ in range(5000)) + [now - 0.002, now - 2e-6]
-    starts.sort()
+def test_one_call_in_time_every_is_timed_and_stands_for_the_calls_before_it():
+    """Every call is counted; the first and then every TIME_EVERY-th is timed, weighted by the calls it
+    stands for, in the step's latency and in end-to-end; a failing call counts as failed either way."""
+    from types import SimpleNamespace
+    from wallaroo.runtime.metrics import Histogram, Metrics
+
+    def decode(value):
+        if value == b"bad":
+            raise ValueError(value)
+        return value
+    source = SimpleNamespace(topic="in", decoder=decode)
+    app = SimpleNamespace(pipelines=[SimpleNamespace(name="p", source=source, steps=[], sinks=[])])
+    metrics = Metrics(app, "app", "w1")
+    timed = metrics.decoder(0, decode)
+    fig, pipeline = metrics.decoders[0], metrics.pipelines[0]
+    for n in range(1, 3 * TIME_EVERY + 6):
+        value = b"bad" if n == 5 else b"x"
+        try:
+            timed(value)
+        except ValueError:
+            pass
+        timed_calls = 1 + (n - 1) // TIME_EVERY
+        assert fig.messages_in == fig.as_dict()["messages_in"] == n
+        assert len(pipeline.starts) == timed_calls
+        weighted = 1 + (timed_calls - 1) * TIME_EVERY
+        assert sum(fig.latency.counts) == sum(pipeline.weights) == weighted
+        assert 0 <= n - weighted < TIME_EVERY
+    assert fig.failed == 1 and fig.as_dict()["messages_out"] == fig.messages_in - 1
+    metrics.committed(time.perf_counter())
+    assert sum(pipeline.end_to_end.counts) == weighted and pipeline.starts == pipeline.weights == []
+
     at_commit, each = Histogram(), Histogram()
-    at_commit.observe_since(starts, now)
-    for t in starts:
-        each.observe(now - t)
-    assert at_commit.counts == each.counts and sum(each.counts) == len(starts)
-    assert abs(at_commit.sum_s - each.sum_s) < 1e-6
+    starts, weights, now = [1.0, 1.5, 1.999999], [1, 16, 16], 2.0
+    at_commit.observe_since(starts, weights, now)
+    for t, w in zip(starts, weights):
+        for _ in range(w):
+            each.observe(now - t)
+    assert at_commit.counts == each.counts and abs(at_commit.sum_s - each.sum_s) < 1e-9
 
 
 def test_a_metrics_port_in_use_stops_the_worker_with_a_clear_message(run, tmp_path):
