@@ -76,25 +76,40 @@ class Histogram:
         return {"counts": list(self.counts), "sum_s": self.sum_s}
 
 
-def _none():
-    return 0
+class Sample:
+    """Which calls are timed: the first, then one in TIME_EVERY. A wrapper counts a call down with
+    `left -= 1`; when `left` reaches 0 the call is timed, with the weight `restart()` returns (the calls
+    it stands for: itself and the untimed ones before it)."""
+    __slots__ = ("left", "weight")
+
+    def __init__(self):
+        self.left = self.weight = 1
+
+    def restart(self):
+        weight, self.left, self.weight = self.weight, TIME_EVERY, TIME_EVERY
+        return weight
+
+    def untimed(self):
+        """Calls since the last timed one: not in a histogram yet."""
+        return self.weight - self.left
 
 
 class StepFigures:
     """A step's counts. Every call is in `latency`, weighted, once a later one is timed: the calls are
-    its total plus `untimed()`, the calls since the last timed one (kept by the step's wrapper), not
-    counted again; a decoder or sink passes on every call that did not raise (`failed`)."""
-    __slots__ = ("name", "kind", "passed", "failed", "latency", "untimed")
+    its total plus the calls since the last timed one (`sample`, counted down by the step's wrapper;
+    a sink's encoder times every call), not counted again; a decoder or sink passes on every call that
+    did not raise (`failed`)."""
+    __slots__ = ("name", "kind", "passed", "failed", "latency", "sample")
 
     def __init__(self, name, kind):
         self.name, self.kind = str(name), kind
         self.passed = self.failed = 0
         self.latency = Histogram()
-        self.untimed = _none
+        self.sample = Sample()
 
     @property
     def messages_in(self):
-        return sum(self.latency.counts) + self.untimed()
+        return sum(self.latency.counts) + self.sample.untimed()
 
     @property
     def messages_out(self):
@@ -102,14 +117,14 @@ class StepFigures:
 
     def as_dict(self):
         latency = self.latency.as_dict()
-        calls = sum(latency["counts"]) + self.untimed()
+        calls = sum(latency["counts"]) + self.sample.untimed()
         return {"name": self.name, "kind": self.kind, "messages_in": calls,
                 "messages_out": calls - self.failed if self.kind in ("decoder", "sink") else self.passed,
                 "latency": latency}
 
 
 class PipelineFigures:
-    __slots__ = ("name", "source", "steps", "end_to_end", "starts", "weights", "left", "weight")
+    __slots__ = ("name", "source", "steps", "end_to_end", "starts", "weights", "sample")
 
     def __init__(self, name, source):
         self.name, self.source = name, source
@@ -117,7 +132,7 @@ class PipelineFigures:
         self.end_to_end = Histogram()
         self.starts = []                # clock readings of the timed records since the last checkpoint
         self.weights = []               # ... and the records each stands for
-        self.left = self.weight = 1     # Metrics.started samples as the step wrappers do
+        self.sample = Sample()          # of the repartition records (Metrics.started)
 
     def start(self, t, weight):
         self.starts.append(t)
@@ -159,20 +174,18 @@ class Metrics:
         """`decode` (None: the raw value) counted and sampled as pipeline `pi`'s decoder; the start of
         a timed call is the record's start for end-to-end."""
         fig, start, clock = self.decoders[pi], self.pipelines[pi].start, time.perf_counter
-        observe = fig.latency.observe
+        observe, sample = fig.latency.observe, fig.sample
         decode = decode or (lambda value: value)
-        left = weight = 1               # calls until the next timed one; the calls that one stands for
 
         def timed(value):
-            nonlocal left, weight
-            left -= 1
-            if left:
+            sample.left -= 1
+            if sample.left:
                 try:
                     return decode(value)
                 except BaseException:
                     fig.failed += 1
                     raise
-            w, left, weight = weight, TIME_EVERY, TIME_EVERY
+            w = sample.restart()
             t0 = clock()
             start(t0, w)
             try:
@@ -182,7 +195,6 @@ class Metrics:
                 raise
             finally:
                 observe(clock() - t0, w)
-        fig.untimed = lambda: weight - left
         return timed
 
     def plan(self, plan):
@@ -191,16 +203,14 @@ class Metrics:
 
     def _timed(self, ps):
         fig, func, multi, clock = self.pipelines[ps.pipeline].steps[ps.index + 1], ps.func, ps.multi, time.perf_counter
-        observe = fig.latency.observe
-        left = weight = 1               # as in `decoder`
+        observe, sample = fig.latency.observe, fig.sample
         if ps.kind == "state":
             def state(data, obj):
-                nonlocal left, weight
-                left -= 1
-                if left:
+                sample.left -= 1
+                if sample.left:
                     result = func(data, obj)
                 else:
-                    w, left, weight = weight, TIME_EVERY, TIME_EVERY
+                    w = sample.restart()
                     t0 = clock()
                     try:
                         result = func(data, obj)
@@ -213,16 +223,14 @@ class Metrics:
                         return output, result[1]
                     fig.passed += 1
                 return result
-            fig.untimed = lambda: weight - left
             return state
 
         def stateless(data):
-            nonlocal left, weight
-            left -= 1
-            if left:
+            sample.left -= 1
+            if sample.left:
                 out = func(data)
             else:
-                w, left, weight = weight, TIME_EVERY, TIME_EVERY
+                w = sample.restart()
                 t0 = clock()
                 try:
                     out = func(data)
@@ -235,17 +243,15 @@ class Metrics:
                 else:
                     fig.passed += 1
             return out
-        fig.untimed = lambda: weight - left
         return stateless
 
     def started(self, pi):
         """The worker starts on a repartition record for pipeline `pi` (a message applied where it was
         made is in its source record's hop): sampled as the steps are."""
         pf = self.pipelines[pi]
-        pf.left -= 1
-        if not pf.left:
-            pf.start(time.perf_counter(), pf.weight)
-            pf.left = pf.weight = TIME_EVERY
+        pf.sample.left -= 1
+        if not pf.sample.left:
+            pf.start(time.perf_counter(), pf.sample.restart())
 
     def encoder(self, encode):
         """`encode(sink, data)` counted and timed per sink."""
