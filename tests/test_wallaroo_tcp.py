@@ -252,9 +252,7 @@ def test_tcp_sink_through_a_broker_restart_sends_everything_once(tmp_path, recei
             cluster.start(1)
             sender.join(120)
             want = Counter(x[::-1] for x in words)
-            wait_for(lambda: set(want) <= set(receiver.lines()), 120, "every output, after the restart")
-            time.sleep(1.0)                     # a moment more: duplicates would show
-            got = Counter(receiver.lines())
+            got = Counter(wait_lines(receiver, len(words), "every output, after the restart", 120))
             assert got == want, f"{sum((got - want).values())} duplicates, {sum((want - got).values())} missing"
             assert w.poll() is None, "the worker exited"
         finally:
