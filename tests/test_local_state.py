@@ -5,9 +5,12 @@ The real broker's side is in test_metrics.py (no state message crosses Kafka; th
 from hypothesis import given, settings, strategies as st
 
 import chained
+import window
 from wallaroo.runtime import topics
+from wallaroo.runtime.event_time import decode_watermark
 from wallaroo.runtime.serde import Serde
-from wallaroo.testing import load_application, run_local
+from wallaroo.runtime.task import Task
+from wallaroo.testing import Checkpoint, LocalCollector, LocalMessage, LocalResult, load_application, run_local
 
 ARGS = ["--kafka_source_topic", "in", "--kafka_sink_topic", "out"]
 
@@ -71,3 +74,40 @@ def test_star_leaders_leaderboards_are_the_same_with_local_state():
     assert len(kafka.outputs) > 20 and not kafka.dead_letters
     assert [(r.key, r.value) for r in local.outputs] == [(r.key, r.value) for r in kafka.outputs]
     assert counted(local) == counted(kafka)
+
+
+HOUR_MS = 3_600_000
+H0 = 1_420_070_400_000 // HOUR_MS       # 2015-01-01 00:00 UTC, as an absolute hour
+WINDOW_ARGS = ["--kafka_source_topic", "in", "--kafka_sink_topic", "out"]
+
+
+def test_watermarks_applied_in_place_close_windows_as_those_through_kafka():
+    """An idle key's window closes on event time alone, at the same watermark, whether the watermark
+    reaches its partition in place (local state: the runner has read every partition to its end) or
+    as a record through the repartition topic."""
+    items = ([(b"b", (H0 + 0) * HOUR_MS + i) for i in range(3)] + [Checkpoint()]
+             + [(b"a", (H0 + h) * HOUR_MS) for h in range(1, 24)] + [Checkpoint()]
+             + [(b"a", (H0 + 24) * HOUR_MS + 5)])
+    results = [run_local(window, items, args=WINDOW_ARGS, partitions=2, checkpoint_every=None, local_state=local)
+               for local in (False, True)]
+    outputs = [[(r.value, r.timestamp) for r in result.outputs] for result in results]
+    assert outputs[0] == outputs[1]
+    assert (f"b,{H0 + 24},0".encode(), (H0 + 24) * HOUR_MS + 5) in outputs[1]
+
+
+def test_a_watermark_goes_in_place_only_to_partitions_read_to_their_end():
+    """Partition 0 was read to its end (nothing this worker sent it earlier can still be in the
+    topic, behind the watermark): it reaches the event time at once. Partition 1 was not: it gets a
+    watermark record, after whatever the topic still holds for it."""
+    app, module = load_application(window, WINDOW_ARGS)
+    collector = LocalCollector(LocalResult())
+    task = Task(app, "wm", Serde(module, app), 2, collector, local_state=True)
+    store = next(iter(task.stores.values()))
+    for p in (0, 1):
+        store.adopt(p, {})
+    ts = (H0 + 3) * HOUR_MS
+    task.process_source(LocalMessage("in", 0, 0, None, b"a", None, ts))
+    wm = task.emit_watermarks(local={(task.state_topic["windows"], 0)})
+    assert wm == ts
+    assert store.event_time == {0: ts}
+    assert [(m.partition(), decode_watermark(m.value())) for m in collector.queue] == [(1, ts)]

@@ -258,6 +258,8 @@ def test_idle_partition_window_closes_on_event_time(kafka, topic_name, workers):
     time.sleep(1.0)                 # several checkpoints: watermarks for hour 23 reached b's partition
     b_reports = [m.value() for m in read_topic(kafka, sink, idle_s=1) if m.value().startswith(b"b,")]
     assert b_reports == [report("b", 0, 1), report("b", 0, 2), report("b", 0, 3)], "b's window closed early"
+    repartition = topics.repartition_topic(app_id, "windows")
+    watermarks = len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5))
     p.produce(src, b"a", timestamp=at(24, 5))
     p.flush()
     closed = wait_for(lambda: [m for m in read_topic(kafka, sink, idle_s=0.5, timeout_s=5)
@@ -265,6 +267,9 @@ def test_idle_partition_window_closes_on_event_time(kafka, topic_name, workers):
                       "b's window to close")
     assert closed[0].value() == report("b", 24, 0)
     assert closed[0].timestamp()[1] == at(24, 5)   # closed at the watermark: the stream's event time
+    # The worker owns both partitions and has read them to their end: it applies its watermarks to
+    # them at once, as its messages (local state), instead of through the repartition topic.
+    assert len(read_topic(kafka, repartition, committed_only=False, idle_s=0.5, timeout_s=5)) == watermarks
     partitions = {m.key(): m.partition() for m in read_topic(kafka, topics.changelog_topic(app_id, "windows"), idle_s=1)
                   if m.key() != EVENT_TIME_KEY}
     assert len(set(partitions.values())) == 2, "a and b must live in different partitions for this test"

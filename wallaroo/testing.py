@@ -158,9 +158,13 @@ def run_local(app, inputs, args=None, partitions=4, checkpoint_every=1, unsafe_p
         while collector.queue:
             task.process_repartition(collector.queue.popleft())
 
+    # Everything queued is applied before each boundary: with local state, every partition is read
+    # to its end, as a worker's are once caught up, and takes its watermark at once.
+    caught_up = {(topic, p) for topic in task.stores for p in range(partitions)}
+
     def boundary():
         started = time.perf_counter()
-        wm = task.emit_watermarks()
+        wm = task.emit_watermarks(local=caught_up)
         drain()
         task.flush_outputs()          # coalescing sinks: the last output of each key since the last boundary
         for topic, _p, kb, blob in task.changelog_records():

@@ -163,6 +163,7 @@ class Checkpointer:
         self.restore = restore
         self.offsets = {}                 # (topic, partition) -> next offset, since the last checkpoint
         self.committed = {}               # (topic, partition) -> the offset this worker last committed
+        self.ends = {}                    # (topic, partition) -> its end, as its last partition EOF named it
         self.purgeable = {}               # repartition (topic, partition) -> committed offset
         self.purge_interval_s = purge_interval_ms / 1000.0
         self.next_purge = time.monotonic() + self.purge_interval_s
@@ -184,8 +185,20 @@ class Checkpointer:
         show a caught-up group with no lag. Past this worker's position only: an end already
         committed costs no checkpoint."""
         key = (topic, partition)
+        self.ends[key] = end
         if end > self.offsets.get(key, self.committed.get(key, -1)):
             self.offsets[key] = end
+
+    def at_end(self, assignment):
+        """Whether every partition of `assignment` (TopicPartitions) has reached its end: nothing was
+        read from it since its last partition EOF."""
+        ends, offsets, committed = self.ends, self.offsets, self.committed
+        for tp in assignment:
+            key = (tp.topic, tp.partition)
+            end = ends.get(key)
+            if end is None or offsets.get(key, committed.get(key)) != end:
+                return False
+        return True
 
     def checkpoint(self, rewind=True):
         """Commit everything since the last checkpoint in one transaction.
@@ -193,11 +206,13 @@ class Checkpointer:
         If Kafka refuses, the transaction is aborted and (with `rewind`) the worker goes back to
         its last committed offsets and state; without it (the partitions are going anyway) the
         progress is only forgotten."""
+        started = time.perf_counter()
+        # Partitions read to their end since they were assigned take the watermark at once (their
+        # on_event_time outputs and state join this transaction); the others get a watermark record.
+        wm = self.task.emit_watermarks(local=self.ends) if self.pending else None
         self.task.flush_outputs()        # coalesced sink outputs join this transaction
         if not self.pending:
             return
-        started = time.perf_counter()
-        wm = self.task.emit_watermarks()
         for topic, p, kb, blob in self.task.changelog_records():
             self.collector.changelog(topic, p, kb, blob)
         try:
@@ -238,6 +253,7 @@ class Checkpointer:
     def rewind(self, exclude=()):
         """After an abort: drop in-memory progress, go back to the last committed offsets and state."""
         self._forget_progress()
+        self.ends.clear()               # the partitions are read again from their committed offsets
         assignment = [tp for tp in self.consumer.assignment() if (tp.topic, tp.partition) not in exclude]
         self.task.drop_state()
         if assignment:
@@ -256,6 +272,7 @@ class Checkpointer:
         for tp in partitions:
             self.offsets.pop((tp.topic, tp.partition), None)
             self.committed.pop((tp.topic, tp.partition), None)
+            self.ends.pop((tp.topic, tp.partition), None)
         self.task.drop_state(partitions)
 
     def purge_due(self, now):

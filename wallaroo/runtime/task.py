@@ -356,15 +356,22 @@ class Task:
         self.collector.dead_letter(m, step, error)
 
     # --- checkpoint boundaries -----------------------------------------------------------------
-    def emit_watermarks(self):
+    def emit_watermarks(self, local=()):
         """Send the newest source event time to every state partition; return it (None if not new).
 
-        Called at a checkpoint, inside its transaction, so watermarks follow the data sent before them."""
+        Called at a checkpoint, inside its transaction, so watermarks follow the data sent before them.
+        With local state, a partition this worker owns whose (repartition topic, partition) is in
+        `local` (read to its end since it was assigned) reaches that time at once, as its messages
+        are applied at once: everything this worker sent it before was read back, so nothing of ours
+        can be behind the watermark. The others get a watermark record."""
         wm = self.clock.watermark_due()
         if wm is not None:
-            for topic in self.stores:
+            for topic, store in self.stores.items():
                 for p in range(self.partitions):
-                    self.collector.repartition(topic, p, None, encode_watermark(wm), WATERMARK_HEADERS, wm)
+                    if self.local_state and (topic, p) in local and p in store.partitions:
+                        self.advance(store, p, wm)
+                    else:
+                        self.collector.repartition(topic, p, None, encode_watermark(wm), WATERMARK_HEADERS, wm)
         return wm
 
     def changelog_records(self):

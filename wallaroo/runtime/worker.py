@@ -233,14 +233,14 @@ class Worker:
             while self.running:
                 try:
                     # an idle consume would hold a query for its whole timeout: wait less when serving them
-                    got = self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
+                    idle = self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
                     if self._replace_clients is not None:
                         why, self._replace_clients = self._replace_clients, None
                         raise ClientsBroken(why)
                     if self.queries is not None:
                         self.queries.serve()
                     now = time.monotonic()
-                    if now >= next_checkpoint or (not got and idle_gap and now >= last_checkpoint + idle_gap
+                    if now >= next_checkpoint or (idle and idle_gap and now >= last_checkpoint + idle_gap
                                                   and self.checkpointer.pending):
                         self.checkpointer.checkpoint()
                         next_checkpoint, last_checkpoint = now + interval, now
@@ -260,18 +260,27 @@ class Worker:
             self._close()
 
     def _consume(self, handlers, timeout_s):
-        """Handle what one poll brings; returns how many messages it brought (partition EOFs and errors
-        count too: the run loop only asks whether the poll was empty)."""
+        """Handle what one poll brings; returns whether the worker is idle: the poll brought nothing, or
+        every partition it holds has reached its end (nothing read since its partition EOF)."""
         consumer, offsets = self.consumer, self.checkpointer.offsets
-        batch = ()
+        eofs = 0
         try:
-            batch = consumer.consume(1000, timeout_s)
+            # What is fetched already, without waiting; when nothing is, wait for the first message
+            # only. consume(n, timeout) waits for n messages or the whole timeout, which held the last
+            # records of a burst, and every record of a slow stream, back by up to `timeout_s`.
+            batch = consumer.consume(1000, 0)
+            if not batch:
+                first = consumer.poll(timeout_s)
+                if first is None:
+                    return True
+                batch = [first, *consumer.consume(999, 0)]
             for m in batch:
                 err = m.error()
                 if err is not None:
                     if err.fatal():
                         raise ConsumerFailed(err)
                     if err.code() == KafkaError._PARTITION_EOF:
+                        eofs += 1
                         self._reached_end(consumer, m)
                     else:
                         self._consumer_warning(err)
@@ -283,7 +292,7 @@ class Worker:
             raise
         except KafkaException as e:   # from producing: the producer or its transaction broke
             self.checkpointer.recover(e)
-        return len(batch)
+        return eofs > 0 and self.checkpointer.at_end(consumer.assignment())
 
     def _reached_end(self, consumer, m):
         """A partition EOF names the partition's end, for the next checkpoint to commit; only while
