@@ -373,7 +373,17 @@ _RECENT = list[tuple[int, str, dict[str, str | int | None]]]
 
 
 def iso(seconds):
-    """Seconds since the epoch -> "YYYY-MM-DDTHH:MM:SSZ"."""
-    t = time.gmtime(seconds)
-    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")
+    """Seconds since the epoch -> "YYYY-MM-DDTHH:MM:SSZ" (remembered: every fork and pull request
+    shows its time, and a window holds at most 86,400 distinct seconds)."""
+    text = _iso_cache.get(seconds)
+    if text is None:
+        t = time.gmtime(seconds)
+        text = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T"
+                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}Z")
+        if len(_iso_cache) >= 100_000:
+            _iso_cache.clear()
+        _iso_cache[seconds] = text
+    return text
+
+
+_iso_cache: dict[int, str] = {}

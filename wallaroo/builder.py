@@ -41,16 +41,28 @@ class StateStep:
         return getattr(self.computation, "name", repr(self.computation))
 
     def key_for(self, data):
+        return self.key_function()(data)
+
+    def key_function(self):
+        """A function doing what key_for does, with the partitioner looked up once (the runtime
+        calls it for every message)."""
         if self.partitioner is None:
-            return 0
-        if hasattr(self.partitioner, "partition"):
-            key = self.partitioner.partition(data)
-        else:
-            key = self.partitioner(data)
-        if self.u64 and not _is_u64(key):
-            raise TypeError(f"the partition function of a to_state_partition_u64 step returned {key!r}, "
-                            f"not an integer in 0..2**64-1")
-        return key
+            return _single_key
+        key = self.partitioner.partition if hasattr(self.partitioner, "partition") else self.partitioner
+        if not self.u64:
+            return key
+
+        def checked(data):
+            k = key(data)
+            if not _is_u64(k):
+                raise TypeError(f"the partition function of a to_state_partition_u64 step returned {k!r}, "
+                                f"not an integer in 0..2**64-1")
+            return k
+        return checked
+
+
+def _single_key(data):
+    return 0
 
 
 def _is_u64(key):

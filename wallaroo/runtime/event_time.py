@@ -75,6 +75,7 @@ class SourceClock:
         self.max_skew_ms = max_skew_ms
         self.reference = None
         self.wall_clock = wall_clock
+        self._wall_limit = float("-inf")  # the wall clock (ms) as last read, plus the bound
         self.refused = 0
 
     def saw(self, ms):
@@ -88,13 +89,16 @@ class SourceClock:
             return None
         bound = self.max_skew_ms
         if bound:
-            reference, of = (newest, "the stream's newest time") if newest is not None else (
-                self.reference, "the event time saved in the changelog")
-            if reference is not None and ms > reference + bound:
-                return self._refuse(ms, reference, of)
-            wall = self.wall_clock() * 1000
-            if ms > wall + bound:
-                return self._refuse(ms, wall, "the wall clock")
+            if newest is not None:
+                if ms > newest + bound:
+                    return self._refuse(ms, newest, "the stream's newest time")
+            elif self.reference is not None and ms > self.reference + bound:
+                return self._refuse(ms, self.reference, "the event time saved in the changelog")
+            if ms > self._wall_limit:   # the clock only moves on: read it again only past the last limit
+                wall = self.wall_clock() * 1000
+                self._wall_limit = wall + bound
+                if ms > self._wall_limit:
+                    return self._refuse(ms, wall, "the wall clock")
         self.newest = ms
         return None
 

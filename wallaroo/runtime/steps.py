@@ -107,8 +107,12 @@ class Executor:
             raise StepError(ps.name, e) from e
         finally:
             set_event_time(None)
-        output, changed = _unpack(ps.name, result)
-        self._continue(ps, output)
+        if type(result) is tuple and len(result) == 2:
+            output, changed = result
+        else:
+            output, changed = _unpack(ps.name, result)
+        if output is not None:
+            self._continue(ps, output)
         return changed
 
     def advance_event_time(self, state_name, state, event_time_ms):

@@ -8,6 +8,8 @@ in-memory ones (anything with confluent-kafka's Message accessors), so both run 
 """
 import time
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE
+
 from . import topics
 from .event_time import (DEFAULT_MAX_EVENT_TIME_SKEW_MS, WATERMARK_HEADERS, SourceClock, decode_watermark,
                          encode_watermark, record_time)
@@ -63,6 +65,9 @@ class Task:
         # Deferred outputs for coalescing sinks since the last checkpoint, the newest of each state
         # object: (pipeline, store, partition, key bytes) -> (Deferred, ts); rendered by flush_outputs.
         self.deferred = {}
+        # Per pipeline: do all its sinks coalesce (Deferred outputs wait for the checkpoint)?
+        self.coalescing = [bool(p.sinks) and all(getattr(s, "coalesce", False) for s in p.sinks)
+                           for p in app.pipelines]
         self._origin = None                 # (store, partition, key bytes) of the state step running
         # A message for a state partition this worker owns is applied at once, as Wallaroo delivered
         # to local steps, instead of crossing the repartition topic and coming back: its effect on the
@@ -89,6 +94,7 @@ class Task:
                     serde.state_codec(name_, ps.step.state_class),
                     on_bad_record=lambda m, e: self.dead_letter(m, "restore", e), on_event_time=learn,
                     catch_up=self._catch_up)
+        self.keys = {ps.id: ps.step.key_function() for ps in self.executor.state_steps.values()}
         self.routers = {ps.id: KeyRouter(ps.step.partition_keys, partitions)
                         for ps in self.executor.state_steps.values()}
         self.headers = {ps.id: [(STEP_HEADER, step_header(ps.id))] for ps in self.executor.state_steps.values()}
@@ -100,7 +106,9 @@ class Task:
 
     # --- records ------------------------------------------------------------------------------
     def process_source(self, m):
-        ts = record_time(m)
+        kind, ts = m.timestamp()            # (event_time.record_time, inlined: once per record)
+        if kind == TIMESTAMP_NOT_AVAILABLE or ts < 0:
+            ts = None
         self.stats["in"] += 1
         topic = m.topic()
         refused = self.clock.admit(ts)
@@ -148,7 +156,7 @@ class Task:
             return
         try:
             data = self.serde.loads(value)
-            own_key = key_bytes(ps.step.key_for(data))
+            own_key = key_bytes(self.keys[ps.id](data))
         except Exception as e:  # noqa: BLE001 - deserialize, the partitioner (user code) or the data codec
             self.dead_letter(m, "deserialize", e)
             return
@@ -254,7 +262,7 @@ class Task:
 
     def _route(self, ps, data):
         try:
-            kb = key_bytes(ps.step.key_for(data))
+            kb = key_bytes(self.keys[ps.id](data))
             partition = self.routers[ps.id].partition_for(kb)
             # Serialized also for a partition of ours: a message that could not cross Kafka fails the
             # same way wherever its partition is.
@@ -289,8 +297,7 @@ class Task:
             origin = self._origin
             if origin is None:
                 raise StepError("encoder", TypeError("a wallaroo.Deferred output must come straight from a state step"))
-            sinks = self.app.pipelines[pi].sinks
-            if sinks and all(getattr(s, "coalesce", False) for s in sinks):
+            if self.coalescing[pi]:
                 store, p, kb = origin
                 slot = (pi, store, p, kb)
                 if self.deferred.pop(slot, None) is not None:
@@ -298,7 +305,7 @@ class Task:
                 self.deferred[slot] = (data, self.current_ts)                  # (now the newest)
                 if self.metrics is not None:
                     dt = time.perf_counter() - t0
-                    for sink in sinks:
+                    for sink in self.app.pipelines[pi].sinks:
                         self.metrics.deferred(sink, dt)
                 return
             try:
