@@ -233,25 +233,21 @@ def test_local_state_keeps_state_messages_off_kafka_with_the_same_leaderboards(r
 
 def test_one_call_in_time_every_is_timed_and_stands_for_the_calls_before_it():
     """Every call is counted; the first and then every TIME_EVERY-th is timed, weighted by the calls it
-    stands for, in the step's latency and in end-to-end; a failing call counts as failed either way."""
-    from types import SimpleNamespace
-    from wallaroo.runtime.metrics import Histogram, Metrics
+    stands for, in the step's latency and in end-to-end; a failing call counts as failed either way.
+    Driven through the task, which counts and samples its decoder inline."""
+    import wordcount
+    from wallaroo.runtime.metrics import Histogram
+    from wallaroo.runtime.serde import Serde
+    from wallaroo.runtime.task import Task
+    from wallaroo.testing import LocalCollector, LocalMessage, LocalResult, load_application
 
-    def decode(value):
-        if value == b"bad":
-            raise ValueError(value)
-        return value
-    source = SimpleNamespace(topic="in", decoder=decode)
-    app = SimpleNamespace(pipelines=[SimpleNamespace(name="p", source=source, steps=[], sinks=[])])
-    metrics = Metrics(app, "app", "w1")
-    timed = metrics.decoder(0, decode)
+    app, module = load_application(wordcount, ["--kafka_source_topic", "in", "--kafka_sink_topic", "out"])
+    task = Task(app, "timing", Serde(module, app), 2, LocalCollector(LocalResult()), metrics=True)
+    metrics = task.metrics
     fig, pipeline = metrics.decoders[0], metrics.pipelines[0]
     for n in range(1, 3 * TIME_EVERY + 6):
-        value = b"bad" if n == 5 else b"x"
-        try:
-            timed(value)
-        except ValueError:
-            pass
+        value = b"\xff" if n == 5 else b"# a comment"      # not UTF-8: the decoder raises
+        task.process_source(LocalMessage("in", 0, n, None, value, None, T0_MS))
         timed_calls = 1 + (n - 1) // TIME_EVERY
         assert fig.messages_in == fig.as_dict()["messages_in"] == n
         assert len(pipeline.starts) == timed_calls

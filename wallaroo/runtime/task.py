@@ -27,6 +27,11 @@ from ..deferred import Deferred
 MAX_MESSAGE_BYTES = 1_000_000
 
 
+def _raw_value(value):
+    """The decoder of a source without one: the record's value as it is."""
+    return value
+
+
 class Task:
     """Processing of one application's records. `collector` receives what it produces:
     `repartition(topic, partition, key, value, headers, ts)`, `sink(topic, value, key, ts)`,
@@ -75,12 +80,12 @@ class Task:
         # message crosses (deserialized on arrival): run_local's default, for users' tests.
         self.local_state = local_state
 
-        self.decoders = {}                  # source topic -> [(pipeline index, plain decoder function)]
+        # source topic -> [(pipeline index, plain decoder function, its metrics figures or None)]
+        self.decoders = {}
         for pi, p in enumerate(app.pipelines):
-            decode = getattr(p.source.decoder, "func", p.source.decoder)
-            if self.metrics is not None:
-                decode = self.metrics.decoder(pi, decode)
-            self.decoders.setdefault(p.source.topic, []).append((pi, decode))
+            decode = getattr(p.source.decoder, "func", p.source.decoder) or _raw_value
+            fig = self.metrics.decoder(pi) if self.metrics is not None else None
+            self.decoders.setdefault(p.source.topic, []).append((pi, decode, fig))
         self.stores = {}                    # repartition topic -> StateStore
         self.state_topic = {}               # state name -> repartition topic
         learn = (lambda ms: None) if reset_event_time else self.clock.learn_reference
@@ -116,10 +121,17 @@ class Task:
             self.dead_letter(m, "event time", ValueError(refused))
             return
         self.current_ts = ts
-        for pi, decode in self.decoders[topic]:
+        for pi, decode, fig in self.decoders[topic]:
             try:
-                data = decode(m.value()) if decode is not None else m.value()
+                if fig is None:
+                    data = decode(m.value())
+                else:                       # counted, and one call in TIME_EVERY timed (metrics.py)
+                    sample = fig.sample
+                    sample.left -= 1
+                    data = decode(m.value()) if sample.left else self.metrics.timed_decode(pi, decode, m.value())
             except Exception as e:  # noqa: BLE001 - user code
+                if fig is not None:
+                    fig.failed += 1
                 self.dead_letter(m, "decoder", e)
                 continue
             try:
