@@ -63,7 +63,12 @@ def key_from_bytes(data: bytes):
 
 def entry_key(kb: bytes, name: str) -> bytes:
     """The changelog key of entry `name` of the state object of key bytes `kb`."""
-    return ENTRY_TAG + len(kb).to_bytes(4, "big") + kb + name.encode("utf-8", "surrogatepass")
+    return entry_key_prefix(kb) + name.encode("utf-8", "surrogatepass")
+
+
+def entry_key_prefix(kb: bytes) -> bytes:
+    """What every entry key of the object of key bytes `kb` starts with (its entry name follows)."""
+    return ENTRY_TAG + len(kb).to_bytes(4, "big") + kb
 
 
 def _entry_object_key(data) -> bytes | None:

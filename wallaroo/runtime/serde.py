@@ -74,15 +74,17 @@ class DataCodec:
         t = type(x)
         if t in _SCALARS:
             return x
+        # (items that are scalars are kept without a call: a list of [time, id, {...}] triples, as a
+        # changelog entry often is, made three calls per triple)
         if t is list:
             if _SCALARS.issuperset(map(type, x)):
                 return x
-            return [self._data(v, canonical) for v in x]
+            return [v if type(v) in _SCALARS else self._data(v, canonical) for v in x]
         if t is dict:
             if _SCALARS.issuperset(map(type, x)):
                 if _SCALARS.issuperset(map(type, x.values())):
                     return x
-                return {k: self._data(v, canonical) for k, v in x.items()}
+                return {k: v if type(v) in _SCALARS else self._data(v, canonical) for k, v in x.items()}
             return Ext(_DICT, self._encode([[self._data(k, canonical), self._data(v, canonical)]
                                             for k, v in x.items()]))
         if t is tuple:

@@ -24,7 +24,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from .clients import end_offsets_probe_config, restore_consumer_config
 from .errors import retrying
 from .event_time import decode_watermark, encode_watermark
-from .routing import ENTRY_TAG, EVENT_TIME_KEY, describe_key, entry_key, key_from_bytes, split_entry_key
+from .routing import (ENTRY_TAG, EVENT_TIME_KEY, describe_key, entry_key_prefix, key_from_bytes,
+                      split_entry_key)
 
 log = logging.getLogger("wallaroo.state")
 BAD_RECORDS_LOGGED = 20          # per partition restored; then they are counted
@@ -149,13 +150,14 @@ class StateStore:
                 kept = saved.get(kb)
                 if kept is None:
                     kept = saved[kb] = {}
+                prefix = entry_key_prefix(kb)
                 for name, blob in self.codec.encode_changes(state):
                     if blob is None:
                         if kept.pop(name, None) is None:
                             continue            # never written: nothing to delete
                     else:
                         kept[name] = blob
-                    yield partition, entry_key(kb, name), blob
+                    yield partition, prefix + name.encode("utf-8", "surrogatepass"), blob
                 if not kept:
                     del saved[kb]
         for partition, ms in self.event_time.items():
