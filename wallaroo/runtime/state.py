@@ -106,7 +106,10 @@ class StateStore:
         return state
 
     def changed(self, partition, kb):
-        self.dirty.setdefault(partition, set()).add(kb)
+        dirty = self.dirty.get(partition)
+        if dirty is None:               # (not setdefault: its new set would be made every call)
+            dirty = self.dirty[partition] = set()
+        dirty.add(kb)
 
     def record(self, partition, kb, op):
         """Remember `op` (plan step, data, ts; plan step None for an on_event_time call) as applied."""

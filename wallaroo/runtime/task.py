@@ -27,6 +27,9 @@ from ..deferred import Deferred
 MAX_MESSAGE_BYTES = 1_000_000
 
 
+_PLAIN_KEYS = (int, str, bytes)     # keys remembered by value (exactly these types: True is not 1 here)
+
+
 def _raw_value(value):
     """The decoder of a source without one: the record's value as it is."""
     return value
@@ -100,6 +103,10 @@ class Task:
                     on_bad_record=lambda m, e: self.dead_letter(m, "restore", e), on_event_time=learn,
                     catch_up=self._catch_up)
         self.keys = {ps.id: ps.step.key_function() for ps in self.executor.state_steps.values()}
+        # Where a key goes, (key bytes, partition), remembered for steps with a list of partition keys
+        # (a bounded set; any other key raises in the router and is not remembered).
+        self.placements = {ps.id: {} for ps in self.executor.state_steps.values()
+                           if ps.step.partition_keys is not None}
         self.routers = {ps.id: KeyRouter(ps.step.partition_keys, partitions)
                         for ps in self.executor.state_steps.values()}
         self.headers = {ps.id: [(STEP_HEADER, step_header(ps.id))] for ps in self.executor.state_steps.values()}
@@ -274,8 +281,16 @@ class Task:
 
     def _route(self, ps, data):
         try:
-            kb = key_bytes(self.keys[ps.id](data))
-            partition = self.routers[ps.id].partition_for(kb)
+            key = self.keys[ps.id](data)
+            placements = self.placements.get(ps.id)
+            placed = placements.get(key) if placements is not None and type(key) in _PLAIN_KEYS else None
+            if placed is None:
+                kb = key_bytes(key)
+                partition = self.routers[ps.id].partition_for(kb)
+                if placements is not None and type(key) in _PLAIN_KEYS:
+                    placements[key] = (kb, partition)
+            else:
+                kb, partition = placed
             # Serialized also for a partition of ours: a message that could not cross Kafka fails the
             # same way wherever its partition is.
             value = self.serde.dumps(data)
