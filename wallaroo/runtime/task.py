@@ -123,10 +123,12 @@ class Task:
             ts = None
         self.stats["in"] += 1
         topic = m.topic()
-        refused = self.clock.admit(ts)
-        if refused is not None:
-            self.dead_letter(m, "event time", ValueError(refused))
-            return
+        newest = self.clock.newest
+        if ts is not None and (newest is None or ts > newest):    # (an older record is always admitted)
+            refused = self.clock.admit(ts)
+            if refused is not None:
+                self.dead_letter(m, "event time", ValueError(refused))
+                return
         self.current_ts = ts
         for pi, decode, fig in self.decoders[topic]:
             try:
