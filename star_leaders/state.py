@@ -108,24 +108,29 @@ class RepoMetadata:
 
     # ---- the changelog form (the engine's changed_entries / from_entries)
     # Entry names: "p" the header; "h" + repo: {hour: stars} of a repo; "s" + hour: the star ids
-    # counted in that hour; "r" + repo: a repo's recent forks and pull requests.
+    # counted in that hour; "r" + repo: a repo's recent forks and pull requests. Each entry is
+    # MessagePack of its shape below (_HEADER, _COUNTS, _IDS, _RECENT), encoded here by msgspec: bytes
+    # are data to the engine, which stores them as they are, where its data codec would walk the value
+    # in Python to keep tuples and sets (2.7 us for a recent-events entry; msgspec alone: 0.3).
 
     def changed_entries(self):
-        """{entry name: plain data, or None for an entry now empty} of what changed since the last call."""
+        """{entry name: its MessagePack bytes, or None for an entry now empty} of what changed since
+        the last call."""
         names, self.changes = self.changes, set()
-        out = {"p": [self.partition, self.now_ms, self.hour, self.leaders, self.emitted, self.late_stars,
-                     self.late_events, self.duplicates]}
+        out = {"p": _encode((self.partition, self.now_ms, self.hour, self.leaders, self.emitted, self.late_stars,
+                             self.late_events, self.duplicates))}
         hourly = self.hourly
         for name in names:
             kind, rest = name[0], name[1:]
             if kind == "h":
-                out[name] = {h: bucket[rest] for h, bucket in hourly.items() if rest in bucket} or None
+                counts = {h: bucket[rest] for h, bucket in hourly.items() if rest in bucket}
+                out[name] = _encode(counts) if counts else None
             elif kind == "s":
                 ids = self.seen.get(int(rest))
-                out[name] = list(ids) if ids else None
+                out[name] = _encode(ids) if ids else None
             else:
                 events = self.recent.get(rest)
-                out[name] = [list(e) for e in events] if events else None
+                out[name] = _encode(events) if events else None
         return out
 
     @classmethod
@@ -138,20 +143,20 @@ class RepoMetadata:
                 kind, rest = name[:1], name[1:]
                 if name == "p":
                     (self.partition, self.now_ms, self.hour, self.leaders, self.emitted, self.late_stars,
-                     self.late_events, self.duplicates) = msgspec.convert(value, _HEADER)
+                     self.late_events, self.duplicates) = _decode(value, _HEADER)
                 elif kind == "h" and rest:
-                    for hour, n in msgspec.convert(value, _COUNTS).items():
+                    for hour, n in _decode(value, _COUNTS).items():
                         if n <= 0:
                             raise ValueError(f"{n} stars")
                         self.hourly.setdefault(hour, {})[rest] = n
                         self.stars[rest] = self.stars.get(rest, 0) + n
                 elif kind == "s" and rest:
-                    self.seen[int(rest)] = set(msgspec.convert(value, _IDS))
+                    self.seen[int(rest)] = set(_decode(value, _IDS))
                 elif kind == "r" and rest:
-                    self.recent[rest] = [tuple(e) for e in msgspec.convert(value, _RECENT)]
+                    self.recent[rest] = [tuple(e) for e in _decode(value, _RECENT)]
                 else:
                     raise ValueError("unknown entry")
-        except (msgspec.ValidationError, ValueError, TypeError) as e:
+        except (msgspec.DecodeError, ValueError, TypeError) as e:
             raise ValueError(f"not a RepoMetadata entry ({name!r:.60}): {e}") from None
         if "p" not in entries or any(r not in self.stars for r in self.leaders):
             raise ValueError("RepoMetadata entries without their header, or with leaders that have no stars")
@@ -365,11 +370,21 @@ class RepoMetadata:
         return {"partition": self.partition, "window_end": iso(now_ms // 1000), "leaders": leaders}
 
 
-# The shapes from_entries accepts (strict: no "1" for 1).
+# The shapes of the entries (strict: no "1" for 1).
 _HEADER = tuple[int | None, int | None, int | None, list[str], bool, int, int, int]
 _COUNTS = dict[int, int]
 _IDS = list[str]
 _RECENT = list[tuple[int, str, dict[str, str | int | None]]]
+_encode = msgspec.msgpack.Encoder().encode
+_DECODERS = {shape: msgspec.msgpack.Decoder(shape) for shape in (_HEADER, _COUNTS, _IDS, _RECENT)}
+
+
+def _decode(value, shape):
+    """An entry's value as `shape`: its MessagePack bytes, or (as changelogs written before the
+    entries were bytes hold it) the plain data itself."""
+    if type(value) is bytes:
+        return _DECODERS[shape].decode(value)
+    return msgspec.convert(value, shape)
 
 
 def iso(seconds):

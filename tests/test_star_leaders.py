@@ -593,3 +593,25 @@ def test_idle_partitions_leaders_decay_exactly_like_the_batch():
     assert idle_board["window_end"][:13] == at(25)[:13]
     (leader,) = idle_board["leaders"]
     assert leader["stars"] == 10 and leader["hourly"] == [10] + [0] * 23    # hours 0, 1 slid out
+
+
+def test_changelog_entries_read_back_to_the_same_state_also_from_plain_data():
+    """RepoMetadata saves itself as MessagePack entries (changed_entries); from_entries reads them
+    back to an equal object, reads changelogs written before the entries were bytes (plain data), and
+    refuses an entry of another shape."""
+    import msgspec
+    state, t0 = RepoMetadata(), int(T0.timestamp())
+    for i, (kind, repo) in enumerate([("WatchEvent", "a/b"), ("WatchEvent", "c/d"), ("ForkEvent", "a/b"),
+                                      ("PullRequestEvent", "c/d"), ("WatchEvent", "a/b")]):
+        pr = kind == "PullRequestEvent"
+        state.apply(RepoEvent(kind, f"id{i}", repo, t0 + 60 * i, actor="someone", url=f"https://github.com/{repo}/{i}",
+                              title="t" if pr else None, number=i if pr else None, action="opened" if pr else None,
+                              name="x/y" if kind == "ForkEvent" else None))
+    entries = state.changed_entries()
+    assert all(type(v) is bytes for v in entries.values())
+    back = RepoMetadata.from_entries(entries)
+    plain = RepoMetadata.from_entries({name: msgspec.msgpack.decode(v) for name, v in entries.items()})
+    for other in (back, plain):
+        assert other.__getstate__() == state.__getstate__()
+    with pytest.raises(ValueError, match="not a RepoMetadata entry"):
+        RepoMetadata.from_entries({**entries, "ha/b": msgspec.msgpack.encode({"1": "two"})})
