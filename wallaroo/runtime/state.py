@@ -40,6 +40,9 @@ class StoredRecord:
         self._topic, self._partition, self._offset = topic, partition, offset
         self._key, self._value, self._headers, self._ts = key, value, headers, ts
 
+    def error(self):
+        return None                     # a record, never a consumer event
+
     def topic(self):
         return self._topic
 

@@ -118,35 +118,59 @@ class Task:
 
     # --- records ------------------------------------------------------------------------------
     def process_source(self, m):
-        kind, ts = m.timestamp()            # (event_time.record_time, inlined: once per record)
-        if kind == TIMESTAMP_NOT_AVAILABLE or ts < 0:
-            ts = None
-        self.stats["in"] += 1
-        topic = m.topic()
-        newest = self.clock.newest
-        if ts is not None and (newest is None or ts > newest):    # (an older record is always admitted)
-            refused = self.clock.admit(ts)
-            if refused is not None:
-                self.dead_letter(m, "event time", ValueError(refused))
-                return
-        self.current_ts = ts
-        for pi, decode, fig in self.decoders[topic]:
-            try:
-                if fig is None:
-                    data = decode(m.value())
-                else:                       # counted, and one call in TIME_EVERY timed (metrics.py)
-                    sample = fig.sample
-                    sample.left -= 1
-                    data = decode(m.value()) if sample.left else self.metrics.timed_decode(pi, decode, m.value())
-            except Exception as e:  # noqa: BLE001 - user code
-                if fig is not None:
-                    fig.failed += 1
-                self.dead_letter(m, "decoder", e)
+        """One source record (process_batch of one)."""
+        self.process_batch((m,), {})
+
+    def process_batch(self, batch, offsets):
+        """A consumer's batch, in order: source records decoded and run through their pipelines,
+        repartition records applied (process_repartition), each one's next offset noted in `offsets`;
+        returns the batch's events (partition EOFs, errors) for the worker. One loop, with what it
+        uses bound once: per record, a call and these lookups cost as much as decoding a record that
+        the first step drops."""
+        events = []
+        decoders, clock, run, metrics = self.decoders, self.clock, self.executor.run, self.metrics
+        sources = 0
+        for m in batch:
+            if m.error() is not None:
+                events.append(m)
                 continue
-            try:
-                self.executor.run(pi, 0, data)
-            except StepError as e:
-                self.dead_letter(m, e.step_name, e.cause)
+            topic = m.topic()
+            entries = decoders.get(topic)
+            if entries is None:
+                self.process_repartition(m)
+                offsets[(topic, m.partition())] = m.offset() + 1
+                continue
+            sources += 1
+            offsets[(topic, m.partition())] = m.offset() + 1
+            kind, ts = m.timestamp()            # (event_time.record_time, inlined)
+            if kind == TIMESTAMP_NOT_AVAILABLE or ts < 0:
+                ts = None
+            newest = clock.newest
+            if ts is not None and (newest is None or ts > newest):    # (an older record is always admitted)
+                refused = clock.admit(ts)
+                if refused is not None:
+                    self.dead_letter(m, "event time", ValueError(refused))
+                    continue
+            self.current_ts = ts
+            for pi, decode, fig in entries:
+                try:
+                    if fig is None:
+                        data = decode(m.value())
+                    else:                       # counted, and one call in TIME_EVERY timed (metrics.py)
+                        sample = fig.sample
+                        sample.left -= 1
+                        data = decode(m.value()) if sample.left else metrics.timed_decode(pi, decode, m.value())
+                except Exception as e:  # noqa: BLE001 - user code
+                    if fig is not None:
+                        fig.failed += 1
+                    self.dead_letter(m, "decoder", e)
+                    continue
+                try:
+                    run(pi, 0, data)
+                except StepError as e:
+                    self.dead_letter(m, e.step_name, e.cause)
+        self.stats["in"] += sources
+        return events
 
     def process_repartition(self, m):
         store = self.stores[m.topic()]

@@ -1,6 +1,6 @@
 """The worker: one consumer in the application's group, one transactional producer, live state.
 
-The worker owns the loop: it consumes source and repartition records and hands each to the task
+The worker owns the loop: it consumes source and repartition records and hands each batch to the task
 (task.py), which runs the steps and produces through the record collector (collector.py); every
 checkpoint interval the checkpointer commits one transaction (checkpoint.py). Partitions move between
 workers through the consumer group's rebalances: on revoke the worker checkpoints, on assign it
@@ -227,13 +227,11 @@ class Worker:
         last_checkpoint = time.monotonic()
         next_stats, last = time.monotonic() + self.opts.stats_interval_s, dict(self.task.stats)
         next_snapshot = time.monotonic() if self.publisher else float("inf")
-        handlers = {t: self.task.process_source for t in self.task.source_topics}
-        handlers.update({t: self.task.process_repartition for t in self.task.stores})
         try:
             while self.running:
                 try:
                     # an idle consume would hold a query for its whole timeout: wait less when serving them
-                    idle = self._consume(handlers, min(0.1 if self.queries is None else queries.POLL_S, interval))
+                    idle = self._consume(min(0.1 if self.queries is None else queries.POLL_S, interval))
                     if self._replace_clients is not None:
                         why, self._replace_clients = self._replace_clients, None
                         raise ClientsBroken(why)
@@ -259,7 +257,7 @@ class Worker:
         finally:
             self._close()
 
-    def _consume(self, handlers, timeout_s):
+    def _consume(self, timeout_s):
         """Handle what one poll brings; returns whether the worker is idle: the poll brought nothing, or
         every partition it holds has reached its end (nothing read since its partition EOF)."""
         consumer, offsets = self.consumer, self.checkpointer.offsets
@@ -274,20 +272,15 @@ class Worker:
                 if first is None:
                     return True
                 batch = [first, *consumer.consume(999, 0)]
-            for m in batch:
+            for m in self.task.process_batch(batch, offsets):     # its partition EOFs and errors
                 err = m.error()
-                if err is not None:
-                    if err.fatal():
-                        raise ConsumerFailed(err)
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        eofs += 1
-                        self._reached_end(consumer, m)
-                    else:
-                        self._consumer_warning(err)
-                    continue
-                topic = m.topic()
-                handlers[topic](m)
-                offsets[(topic, m.partition())] = m.offset() + 1
+                if err.fatal():
+                    raise ConsumerFailed(err)
+                if err.code() == KafkaError._PARTITION_EOF:
+                    eofs += 1
+                    self._reached_end(consumer, m)
+                else:
+                    self._consumer_warning(err)
         except ConsumerFailed:
             raise
         except KafkaException as e:   # from producing: the producer or its transaction broke
