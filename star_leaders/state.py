@@ -111,26 +111,27 @@ class RepoMetadata:
     # counted in that hour; "r" + repo: a repo's recent forks and pull requests. Each entry is
     # MessagePack of its shape below (_HEADER, _COUNTS, _IDS, _RECENT), encoded here by msgspec: bytes
     # are data to the engine, which stores them as they are, where its data codec would walk the value
-    # in Python to keep tuples and sets (2.7 us for a recent-events entry; msgspec alone: 0.3).
+    # in Python to keep tuples and sets (2.7 us for a recent-events entry; msgspec alone: 0.3). An
+    # entry holding a lone surrogate (not UTF-8, so not MessagePack text) goes to the engine as data.
 
     def changed_entries(self):
         """{entry name: its MessagePack bytes, or None for an entry now empty} of what changed since
         the last call."""
         names, self.changes = self.changes, set()
-        out = {"p": _encode((self.partition, self.now_ms, self.hour, self.leaders, self.emitted, self.late_stars,
-                             self.late_events, self.duplicates))}
+        out = {"p": _entry((self.partition, self.now_ms, self.hour, self.leaders, self.emitted, self.late_stars,
+                            self.late_events, self.duplicates))}
         hourly = self.hourly
         for name in names:
             kind, rest = name[0], name[1:]
             if kind == "h":
                 counts = {h: bucket[rest] for h, bucket in hourly.items() if rest in bucket}
-                out[name] = _encode(counts) if counts else None
+                out[name] = _entry(counts) if counts else None
             elif kind == "s":
                 ids = self.seen.get(int(rest))
-                out[name] = _encode(ids) if ids else None
+                out[name] = _entry(ids) if ids else None
             else:
                 events = self.recent.get(rest)
-                out[name] = _encode(events) if events else None
+                out[name] = _entry(events) if events else None
         return out
 
     @classmethod
@@ -377,6 +378,15 @@ _IDS = list[str]
 _RECENT = list[tuple[int, str, dict[str, str | int | None]]]
 _encode = msgspec.msgpack.Encoder().encode
 _DECODERS = {shape: msgspec.msgpack.Decoder(shape) for shape in (_HEADER, _COUNTS, _IDS, _RECENT)}
+
+
+def _entry(value):
+    """An entry's value as MessagePack bytes; as the data itself when it holds a lone surrogate
+    (the engine's codec keeps those; a set as a list, the shape _IDS reads)."""
+    try:
+        return _encode(value)
+    except UnicodeEncodeError:
+        return list(value) if type(value) is set else value
 
 
 def _decode(value, shape):
