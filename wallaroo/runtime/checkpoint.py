@@ -164,6 +164,7 @@ class Checkpointer:
         self.offsets = {}                 # (topic, partition) -> next offset, since the last checkpoint
         self.committed = {}               # (topic, partition) -> the offset this worker last committed
         self.ends = {}                    # (topic, partition) -> its end, as its last partition EOF named it
+                                          # (read to its end since assigned: watermarks go in place)
         self.purgeable = {}               # repartition (topic, partition) -> committed offset
         self.purge_interval_s = purge_interval_ms / 1000.0
         self.next_purge = time.monotonic() + self.purge_interval_s
@@ -188,17 +189,6 @@ class Checkpointer:
         self.ends[key] = end
         if end > self.offsets.get(key, self.committed.get(key, -1)):
             self.offsets[key] = end
-
-    def at_end(self, assignment):
-        """Whether every partition of `assignment` (TopicPartitions) has reached its end: nothing was
-        read from it since its last partition EOF."""
-        ends, offsets, committed = self.ends, self.offsets, self.committed
-        for tp in assignment:
-            key = (tp.topic, tp.partition)
-            end = ends.get(key)
-            if end is None or offsets.get(key, committed.get(key)) != end:
-                return False
-        return True
 
     def checkpoint(self, rewind=True):
         """Commit everything since the last checkpoint in one transaction.

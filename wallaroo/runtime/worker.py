@@ -258,10 +258,12 @@ class Worker:
             self._close()
 
     def _consume(self, timeout_s):
-        """Handle what one poll brings; returns whether the worker is idle: the poll brought nothing, or
-        every partition it holds has reached its end (nothing read since its partition EOF)."""
+        """Handle what one poll brings; returns whether the worker is idle: the poll brought nothing
+        within `timeout_s`. (Not "every partition at its end": a worker that keeps up with a live
+        stream is at the end after every poll, and checkpointing at the idle rate then cost the day's
+        workers 15% more CPU and, through some allocation pattern not found, 450-500 MB of RSS
+        instead of 120.)"""
         consumer, offsets = self.consumer, self.checkpointer.offsets
-        eofs = 0
         try:
             # What is fetched already, without waiting; when nothing is, wait for the first message
             # only. consume(n, timeout) waits for n messages or the whole timeout, which held the last
@@ -277,7 +279,6 @@ class Worker:
                 if err.fatal():
                     raise ConsumerFailed(err)
                 if err.code() == KafkaError._PARTITION_EOF:
-                    eofs += 1
                     self._reached_end(consumer, m)
                 else:
                     self._consumer_warning(err)
@@ -285,7 +286,7 @@ class Worker:
             raise
         except KafkaException as e:   # from producing: the producer or its transaction broke
             self.checkpointer.recover(e)
-        return eofs > 0 and self.checkpointer.at_end(consumer.assignment())
+        return False
 
     def _reached_end(self, consumer, m):
         """A partition EOF names the partition's end, for the next checkpoint to commit; only while
